@@ -1,0 +1,242 @@
+"""The congestion-control plugin API, version 1.
+
+A congestion controller is one subclass of `CongestionControl`. The engine owns everything that
+is not a congestion decision -- loss detection, the retransmission timer, fast recovery -- and
+calls the controller's hooks with what it measured. The controller answers by setting
+attributes: `cwnd` and `ssthresh` (bytes), `pacing_rate` (bytes/s, or None for no pacing).
+
+The split follows Linux's `struct tcp_congestion_ops`, which most people studying congestion
+control already know, so each hook names the member (and the RFC step) it stands for:
+
+- ``__init__``: ``init``. cwnd = the initial window (RFC 6928), ssthresh "arbitrarily high"
+  (RFC 5681 §3.1).
+- ``on_ack``: ``cong_avoid`` (Linux calls it from tcp_cong_control() with the segments acked;
+  the RTT sample that ``pkts_acked`` would deliver rides along). RFC 5681 §3.1 slow start and
+  congestion avoidance.
+- ``on_congestion_event``: ``ssthresh``, called on ``set_state(TCP_CA_Recovery)``. RFC 5681
+  §3.2 step 2, RFC 6582 §3.2 step 1.
+- ``on_recovery_exit``: no member of its own; what tcp_end_cwnd_reduction() does when Linux
+  returns to TCP_CA_Open. RFC 6582 §3.2 step 3 ("full acknowledgment").
+- ``on_rto``: ``ssthresh``, called from tcp_enter_loss() (``set_state(TCP_CA_Loss)``).
+  RFC 5681 §3.1 equation (4) and the loss window.
+- ``on_mss_change``: no member; tcp_sync_mss(). Linux counts cwnd in segments, so an MSS change
+  rescales nothing there; in bytes we must.
+- ``state``: ``get_info`` (what ``ss -ti`` shows).
+
+Units: every window is in bytes. The RFCs mostly speak in segments; an algorithm converts with
+``self.mss`` (the sender's SMSS, RFC 5681 §2), which `on_mss_change` keeps current.
+
+Contract with the engine (v1)
+-----------------------------
+- ``on_ack`` sees only ACKs that advance snd_una outside fast recovery. During recovery the
+  engine runs NewReno's window inflation itself, starting from the ``ssthresh`` that
+  ``on_congestion_event`` chose, and the effective window is the engine's, not ``cwnd``;
+  ``on_recovery_exit`` then sets ``cwnd`` for the next congestion-avoidance stage.
+- ``on_rto`` runs on every expiry of the retransmission timer; ``bytes_in_flight`` is RFC 5681's
+  FlightSize (snd_nxt - snd_una), which a backed-off re-expiry leaves unchanged, so recomputing
+  ssthresh from it is idempotent. An algorithm with more state (CUBIC's W_max) must notice a
+  re-expiry itself: no ``on_ack`` in between.
+- A hook that raises, or leaves ``cwnd``/``ssthresh`` below 1, makes the engine replace the
+  controller with NewReno carrying its window over: a bug in an experiment never costs data.
+
+Widening the API without breaking v1 plugins
+--------------------------------------------
+Later versions add, never change: new hooks get a default in this base class that does what v1
+implied (usually nothing), and new measurements become fields with defaults at the end of
+`AckSample`/`CongestionEvent` (the engine always builds them by keyword). Planned: a rate sample
+in the manner of Linux's ``struct rate_sample`` (delivered, interval, delivery rate, lost bytes)
+for ``cong_control``-style algorithms such as BBR; ECN (``CongestionEvent.cause == "ecn"`` and
+a CE-count hook like ``in_ack_event``/``cwnd_event(CA_EVENT_ECN_IS_CE)``); spurious-loss undo
+(``undo_cwnd``, RFC 9438 §4.9); a transmit-start-after-idle event (``CA_EVENT_TX_START``).
+`CongestionControl.api_version` says which version a plugin was written against.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "AckSample",
+    "CongestionEvent",
+    "CongestionControl",
+    "API_VERSION",
+    "INITIAL_WINDOW_SEGMENTS",
+    "TCP_INFINITE_SSTHRESH",
+]
+
+API_VERSION = 1
+
+# RFC 6928 §2 raises the initial window to ten segments; Linux's TCP_INIT_CWND is 10 as well.
+INITIAL_WINDOW_SEGMENTS = 10
+
+# Linux starts every connection with snd_ssthresh = TCP_INFINITE_SSTHRESH (include/net/tcp.h):
+# "arbitrarily high", as RFC 5681 §3.1 asks of the initial ssthresh.
+TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class AckSample:
+    """One ACK that advanced snd_una (a cumulative "new ACK"), seen outside loss recovery."""
+
+    now: float
+    """Seconds, virtual or monotonic; only differences matter."""
+    acked_bytes: int
+    """Bytes newly acknowledged by this ACK (RFC 3465's bytes_acked for this ACK)."""
+    rtt: float | None
+    """The RTT sample this ACK produced (s), or None when Karn's rule allowed none."""
+    srtt: float | None
+    """Smoothed RTT (RFC 6298) after this ACK."""
+    min_rtt: float | None
+    """Lowest RTT seen on the connection."""
+    bytes_in_flight: int
+    """Bytes still in flight after processing this ACK."""
+    mss: int
+    """The sender's SMSS (payload bytes per full-sized segment)."""
+    app_limited: bool
+    """The sender had no data to fill cwnd before this ACK: the ACK says nothing about whether
+    the network could carry a larger window (RFC 7661 §3, "rate-limited")."""
+
+
+@dataclass(frozen=True, slots=True)
+class CongestionEvent:
+    """The engine has detected congestion and is entering loss recovery."""
+
+    now: float
+    bytes_in_flight: int
+    """RFC 5681 FlightSize at detection (snd_nxt - snd_una)."""
+    mss: int
+    cause: str
+    """``"dupack"``: fast retransmit (RFC 5681 §3.2). Later versions add ``"ecn"``."""
+
+
+class CongestionControl(ABC):
+    """Base class of every congestion controller; subclass it once per algorithm.
+
+    A subclass must implement `on_ack` and `on_congestion_event`; the other hooks default to
+    RFC 5681/6582 behaviour. It reads and writes ``self.cwnd``, ``self.ssthresh`` and
+    ``self.pacing_rate``; the engine reads them after every hook.
+    """
+
+    name: ClassVar[str]
+    """What `usertcp.cc.load` and the traces call the algorithm. Defaults to the class name in
+    lower case when a subclass does not set it."""
+
+    api_version: ClassVar[int] = API_VERSION
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
+
+    def __init__(self, mss: int, now: float = 0.0) -> None:
+        """``tcp_congestion_ops.init``: the state of a new connection.
+
+        cwnd starts at the initial window of RFC 6928 §2, ten segments. (RFC 6928 also caps it
+        at 14600 bytes when the MSS exceeds 1460; Linux does not, and neither do we, so that a
+        jumbo-frame path starts like the kernel it is compared with.) ssthresh starts
+        "arbitrarily high" (RFC 5681 §3.1) at Linux's TCP_INFINITE_SSTHRESH.
+        """
+        if mss <= 0:
+            raise ValueError(f"mss must be positive, got {mss!r}")
+        self.mss: int = mss
+        self.cwnd: int = INITIAL_WINDOW_SEGMENTS * mss
+        self.ssthresh: int = TCP_INFINITE_SSTHRESH
+        self.pacing_rate: float | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    @abstractmethod
+    def on_ack(self, ack: AckSample) -> None:
+        """``cong_avoid``: grow the window for an ACK that advanced snd_una outside recovery.
+
+        Slow start while ``cwnd < ssthresh``, congestion avoidance otherwise (RFC 5681 §3.1).
+        `slow_start` implements the former for subclasses that want the standard one.
+        """
+
+    @abstractmethod
+    def on_congestion_event(self, ev: CongestionEvent) -> None:
+        """``ssthresh`` (with ``set_state(TCP_CA_Recovery)``): fast retransmit is starting.
+
+        Set ``self.ssthresh`` (RFC 5681 §3.2 step 2) and any algorithm state. The engine then
+        runs NewReno fast recovery (RFC 6582 §3.2) from that ssthresh; until `on_recovery_exit`
+        the window in force is the engine's inflated one, whatever ``cwnd`` says.
+        """
+
+    def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
+        """Fast recovery ended with a full acknowledgment (RFC 6582 §3.2 step 3).
+
+        Default: option 1 of that step, ``cwnd = ssthresh`` -- what Linux does when it leaves
+        recovery (tcp_end_cwnd_reduction). The engine passes FlightSize so that an algorithm
+        can choose option 2, ``min(ssthresh, max(FlightSize, SMSS) + SMSS)``, instead.
+        """
+        self.cwnd = self.ssthresh
+
+    def on_rto(self, now: float, bytes_in_flight: int) -> None:
+        """``ssthresh`` (with ``set_state(TCP_CA_Loss)``): the retransmission timer expired.
+
+        Default, RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS) (equation 4), and cwnd
+        to the loss window, one full-sized segment.
+        """
+        self.ssthresh = max(bytes_in_flight // 2, 2 * self.mss)
+        self.cwnd = self.mss
+
+    def on_mss_change(self, mss: int) -> None:
+        """The engine learnt the effective SMSS (after the handshake, or from PMTUD).
+
+        Linux keeps cwnd in segments, so a new MSS changes the window in bytes and keeps its
+        segment count. We do the same: cwnd (and ssthresh, unless still "infinite") are scaled
+        by new/old MSS. An algorithm with more windows in bytes scales them too (`_rescale`).
+        """
+        if mss <= 0:
+            raise ValueError(f"mss must be positive, got {mss!r}")
+        old, self.mss = self.mss, mss
+        if old == mss:
+            return
+        self.cwnd = max(int(self._rescale(self.cwnd, old)), mss)
+        if self.ssthresh < TCP_INFINITE_SSTHRESH:
+            self.ssthresh = max(int(self._rescale(self.ssthresh, old)), 2 * mss)
+
+    def state(self) -> dict[str, Any]:
+        """``get_info``: the algorithm's own variables for traces (numbers, strings or None).
+
+        cwnd, ssthresh and pacing_rate are traced by the engine; return what else explains
+        the algorithm's decisions (CUBIC's W_max, K, epoch...).
+        """
+        return {}
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    abc_limit_segments: ClassVar[int | None] = None
+    """Appropriate Byte Counting limit L for slow start (RFC 3465 §2.2), in segments per ACK.
+    None (the default) follows Linux's tcp_slow_start(): the whole ``acked_bytes`` counts, however
+    many segments one (stretch) ACK covers. 2 gives RFC 3465's L = 2*SMSS, which RFC 5681 §3.1
+    permits; 1 gives RFC 5681's own "at most SMSS bytes for each ACK"."""
+
+    def slow_start(self, acked: int) -> int:
+        """RFC 5681 §3.1 slow start, the way Linux's tcp_slow_start() does it in bytes.
+
+        cwnd grows by the bytes acknowledged (capped at L segments when `abc_limit_segments`
+        is set) but not past ssthresh; what the ACK acknowledged beyond the point where cwnd
+        reached ssthresh is returned, for the caller to spend in congestion avoidance, so that
+        one large ACK at the boundary is not half lost.
+        """
+        if self.abc_limit_segments is not None:
+            acked = min(acked, self.abc_limit_segments * self.mss)
+        grown = min(self.cwnd + acked, max(self.ssthresh, self.cwnd))
+        left = acked - (grown - self.cwnd)
+        self.cwnd = grown
+        return left
+
+    def in_slow_start(self) -> bool:
+        """RFC 5681 §3.1: slow start when cwnd < ssthresh. At equality either is allowed; we
+        choose congestion avoidance, like Linux's tcp_in_slow_start()."""
+        return self.cwnd < self.ssthresh
+
+    def _rescale(self, window: float, old_mss: int) -> float:
+        """A window of ``window`` bytes at ``old_mss``, as the same number of segments now."""
+        return window * self.mss / old_mss
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} mss={self.mss} cwnd={self.cwnd} ssthresh={self.ssthresh}>"

@@ -1,0 +1,71 @@
+"""NewReno: RFC 5681 congestion control with RFC 6582 fast recovery.
+
+The recovery half of NewReno (partial ACKs, window inflation) lives in the engine; this class is
+the congestion-control half: slow start, congestion avoidance and the window reductions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import AckSample, CongestionControl, CongestionEvent
+
+
+class NewReno(CongestionControl):
+    """RFC 5681 §3.1 slow start and congestion avoidance, in bytes.
+
+    Choices, each the one Linux's Reno (tcp_cong.c) makes, so a NewReno run here and one in the
+    kernel on the same path are comparable:
+
+    - Slow start grows cwnd by every byte an ACK acknowledges (Linux's tcp_slow_start()), with
+      no RFC 3465 per-ACK limit L: a receiver using GRO sends stretch ACKs, and an L of 2*SMSS
+      would make us slower than the kernel. Set ``abc_limit_segments = 2`` in a subclass for
+      RFC 3465's L = 2*SMSS (or 1 for RFC 5681's "at most SMSS per ACK").
+    - Congestion avoidance counts bytes, the variant RFC 5681 §3.1 allows ("count the number of
+      bytes that have been acknowledged by ACKs for new data ... when the number of bytes
+      acknowledged reaches cwnd, then cwnd can be incremented by up to SMSS bytes"; RFC 3465
+      §2.1). It is exact in integers, independent of how many segments each ACK covers, and is
+      what Linux's tcp_cong_avoid_ai() does with snd_cwnd_cnt. The per-ACK formula
+      cwnd += SMSS*SMSS/cwnd (RFC 5681 eq. 3) grows more slowly under delayed ACKs.
+    - ACKs while the sender is application-limited do not grow cwnd: such an ACK says nothing
+      about whether the path could carry more (RFC 7661's premise; Linux only calls cong_avoid
+      when tcp_is_cwnd_limited()).
+    """
+
+    name = "newreno"
+
+    def __init__(self, mss: int, now: float = 0.0) -> None:
+        super().__init__(mss, now)
+        self.bytes_acked = 0
+        """Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 3465 §2.1)."""
+
+    def on_ack(self, ack: AckSample) -> None:
+        acked = ack.acked_bytes
+        if acked <= 0 or ack.app_limited:
+            return
+        if self.in_slow_start():
+            acked = self.slow_start(acked)  # leftover past ssthresh goes to congestion avoidance
+            if acked <= 0:
+                return
+        self.congestion_avoidance(acked)
+
+    def congestion_avoidance(self, acked: int) -> None:
+        """One SMSS per cwnd's worth of acknowledged bytes (RFC 5681 §3.1, byte counting)."""
+        self.bytes_acked += acked
+        if self.bytes_acked >= self.cwnd:
+            # A very large (stretch) ACK may be worth more than one increment, as in Linux.
+            increments, self.bytes_acked = divmod(self.bytes_acked, self.cwnd)
+            self.cwnd += increments * self.mss
+
+    def on_congestion_event(self, ev: CongestionEvent) -> None:
+        """RFC 5681 §3.2 step 2 (equation 4): ssthresh = max(FlightSize / 2, 2*SMSS)."""
+        self.ssthresh = max(ev.bytes_in_flight // 2, 2 * self.mss)
+        self.bytes_acked = 0
+
+    def on_rto(self, now: float, bytes_in_flight: int) -> None:
+        """RFC 5681 §3.1: equation (4) and the one-segment loss window (the base default)."""
+        super().on_rto(now, bytes_in_flight)
+        self.bytes_acked = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"bytes_acked": self.bytes_acked}

@@ -1,0 +1,738 @@
+"""One TCP connection, sender side, sans-I/O.
+
+The connection takes segments and timer expiries with the time they happen, and answers with
+transmissions and its next deadline. It never reads a clock, touches a socket or sleeps, so the
+same object runs in virtual time under the simulator and in real time under the event loop.
+
+Scope (issue 2): active open with MSS, window scale, SACK-permitted and timestamp options
+(RFC 9293 §3.10.7.3, RFC 7323, RFC 2018); sending within min(cwnd, peer window); cumulative ACK
+processing (RFC 9293 §3.10.7.4); RTT from timestamps (RFC 7323 §4) and the RFC 6298 RTO with
+backoff; fast retransmit and NewReno recovery (RFC 5681, RFC 6582) in `recovery`; go-back-N
+after a timeout; zero-window probing; FIN close and TIME-WAIT; RST handling per RFC 5961.
+
+Sequence numbers inside are *relative and unbounded* (our ISS is 0, the peer's is 0 on the
+receive side); they are turned into 32-bit wire values only when a segment is built or parsed.
+Data byte k of the source is relative sequence 1 + k; the FIN is 1 + source.size.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .. import seq as wire
+from ..cc.api import AckSample, CongestionControl, CongestionEvent
+from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
+from ..sendq import SendQueue
+from ..sources import Source
+from .recovery import NewRenoRecovery
+from .rtt import RttEstimator
+
+MASK = 0xFFFFFFFF
+IPV4_TCP_HEADERS = 40  # IPv4 + TCP headers without options
+GSO_MAX_IP_LEN = 65535  # an IPv4 total length field caps a GSO super-segment
+TS_OPTION_LEN = 12  # NOP NOP kind len TSval TSecr (RFC 7323 Appendix A layout)
+DEFAULT_PEER_MSS = 536  # RFC 9293 §3.7.1: assume 536 when the peer sends no MSS option
+_TS_OPTION = struct.Struct("!BBBBII")
+
+
+class State(Enum):
+    CLOSED = "CLOSED"
+    SYN_SENT = "SYN-SENT"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSING = "CLOSING"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+
+
+# States in which our side may still send data (RFC 9293 §3.3.2).
+_CAN_SEND = {State.ESTABLISHED, State.CLOSE_WAIT}
+# States reached after our FIN went out.
+_FIN_SENT_STATES = {State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING, State.TIME_WAIT, State.LAST_ACK}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the application may want to know: `established`, `delivered` (value: bytes of
+    source data acknowledged so far), `peer_fin`, `closed`, `error` (value: a reason),
+    `cc_error` (value: the exception text; the connection fell back to NewReno)."""
+
+    kind: str
+    time: float
+    value: Any = None
+
+
+class Connection:
+    """A TCP sender for one source. See the module docstring for what it implements."""
+
+    def __init__(
+        self,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        cc: CongestionControl,
+        source: Source,
+        *,
+        iss: int = 0,
+        now: float = 0.0,
+        mss: int = 1460,
+        wscale: int = 7,
+        rcv_wnd: int = 4 << 20,
+        sack: bool = True,
+        timestamps: bool = True,
+        gso_max: int = 65536,
+        time_wait: float = 60.0,
+        syn_retries: int = 6,
+        max_retries: int = 15,
+        rtt: RttEstimator | None = None,
+        close_at_end: bool = True,
+    ) -> None:
+        self.local, self.remote = local, remote
+        self.cc = cc
+        self.source = source
+        self.iss = iss & MASK
+        self.irs = 0
+        self.mss = mss  # the MSS we announce (our MTU - 40)
+        self.rcv_wscale = wscale
+        self.rcv_wnd = rcv_wnd
+        self.want_sack, self.want_ts = sack, timestamps
+        self.gso_max = gso_max
+        self.time_wait = time_wait
+        self.syn_retries, self.max_retries = syn_retries, max_retries
+        self.rtt = rtt or RttEstimator()
+        self.close_at_end = close_at_end
+
+        self.state = State.CLOSED
+        # Send sequence variables (relative; RFC 9293 §3.3.1 names).
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self.data_end = 1 + source.size  # relative sequence of our FIN
+        self.fin_sent = False
+        # Receive side (relative to the peer's ISS).
+        self.rcv_nxt = 0
+        self.fin_received = False
+        self.peer_data = 0
+        # Negotiated.
+        self.peer_mss = DEFAULT_PEER_MSS
+        self.send_mss = DEFAULT_PEER_MSS  # payload bytes per wire segment
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.last_ack_sent = 0
+        # Our timestamp clock ticks in microseconds, as Linux's does with TCP_USEC_TS (6.7+):
+        # on a lab path RTTs are tens of microseconds, which a 1 ms clock cannot resolve.
+        self.ts_offset = (iss * 2654435761) & MASK
+
+        self.sendq = SendQueue()
+        self.recovery = NewRenoRecovery()
+        self.rtx_next: int | None = None  # go-back-N pointer after a timeout
+        self.pending_rtx: int | None = None  # fast retransmit of one segment at this sequence
+        self.syn_pending = False
+        self.ack_pending = False
+        self.retries = 0
+        self.syn_retransmitted = False
+        self.rto_deadline: float | None = None
+        self.persist_deadline: float | None = None
+        self.persist_backoff = 0
+        self.tw_deadline: float | None = None
+        self.first_partial_ack_done = False
+        self._probe_due = False
+        self._syn_time = now
+
+        # Counters for summaries and traces.
+        self.bytes_sent = 0  # payload bytes handed to the datapath, retransmissions included
+        self.bytes_retrans = 0
+        self.segments_out = 0  # transmissions (a GSO super-segment counts once)
+        self.fast_retransmits = 0
+        self.timeouts = 0
+        self.established_at: float | None = None
+        self.closed_at: float | None = None
+        self.error: str | None = None
+        self._events: list[Event] = []
+
+    # ------------------------------------------------------------------ public API
+
+    def connect(self, now: float) -> None:
+        """Active open (RFC 9293 §3.10.1): queue a SYN and arm its retransmission timer."""
+        if self.state is not State.CLOSED:
+            raise RuntimeError(f"connect() in state {self.state.value}")
+        self.state = State.SYN_SENT
+        self.snd_una, self.snd_nxt = 0, 1
+        self.syn_pending = True
+        self.rto_deadline = now + self.rtt.rto
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED and self.closed_at is not None
+
+    @property
+    def delivered(self) -> int:
+        """Source bytes cumulatively acknowledged by the peer."""
+        return max(0, min(self.snd_una, self.data_end) - 1)
+
+    @property
+    def flight_size(self) -> int:
+        """Bytes sent and not cumulatively acknowledged (RFC 5681 §2 FlightSize)."""
+        return self.snd_nxt - self.snd_una
+
+    @property
+    def pipe(self) -> int:
+        """What counts against the window: after a timeout only what was resent since
+        (everything older is presumed lost, as BSD's go-back-N and Linux's tcp_enter_loss do)."""
+        if self.rtx_next is not None:
+            return self.rtx_next - self.snd_una
+        return self.snd_nxt - self.snd_una
+
+    @property
+    def cwnd(self) -> int:
+        """The window in force: NewReno's inflated one during fast recovery, else the CC's."""
+        return self.recovery.cwnd if self.recovery.in_recovery else int(self.cc.cwnd)
+
+    def deadline(self) -> float | None:
+        times = [t for t in (self.rto_deadline, self.persist_deadline, self.tw_deadline) if t is not None]
+        return min(times) if times else None
+
+    def abort(self, now: float) -> list[Transmission]:
+        """Give up at once: one RST for the peer (RFC 9293 §3.10.5 ABORT), then CLOSED."""
+        out = []
+        if self.state not in (State.CLOSED, State.SYN_SENT, State.TIME_WAIT):
+            out.append(self._segment(self.snd_nxt, Flags.RST | Flags.ACK, now))
+        self._close(now, error="aborted")
+        return out
+
+    def stats(self) -> dict:
+        return {
+            "state": self.state.value,
+            "delivered": self.delivered,
+            "bytes_sent": self.bytes_sent,
+            "bytes_retrans": self.bytes_retrans,
+            "segments_out": self.segments_out,
+            "fast_retransmits": self.fast_retransmits,
+            "timeouts": self.timeouts,
+            "cwnd": self.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "srtt": self.rtt.srtt,
+            "rttvar": self.rtt.rttvar,
+            "min_rtt": self.rtt.min_rtt,
+            "rto": self.rtt.rto,
+            "send_mss": self.send_mss,
+            "snd_wnd": self.snd_wnd,
+            "sendq_records": len(self.sendq),
+            "sendq_peak_bytes": self.sendq.peak_memory,
+        }
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, seg: Segment, now: float) -> None:
+        """Process one incoming segment (RFC 9293 §3.10.7)."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.SYN_SENT:
+            self._receive_in_syn_sent(seg, now)
+            return
+        flags = seg.flags
+        seq_rel = self.rcv_nxt + wire.diff(seg.seq, (self.irs + self.rcv_nxt) & MASK)
+
+        if flags & Flags.RST:
+            self._receive_rst(seq_rel, now)
+            return
+        if flags & Flags.SYN:
+            # A retransmitted SYN-ACK means our handshake ACK was lost: answer with an ACK.
+            # Any other SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
+            self.ack_pending = True
+            return
+        if not self._acceptable(seq_rel, seg.seg_len):
+            self.ack_pending = True  # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK
+            return
+        opts = seg.options
+        if self.ts_ok and opts.ts is not None:
+            # RFC 7323 §4.3 (3): remember the peer's TSval of the segment that covers Last.ACK.sent.
+            if seq_rel <= self.last_ack_sent and wire.ge(opts.ts[0], self.ts_recent):
+                self.ts_recent = opts.ts[0]
+        if not flags & Flags.ACK:
+            return
+        ack_rel = self.snd_una + wire.diff(seg.ack, (self.iss + self.snd_una) & MASK)
+        if ack_rel > self.snd_nxt:
+            self.ack_pending = True  # acknowledges something not yet sent (RFC 9293 §3.10.7.4)
+            return
+        window = seg.window << self.snd_wscale
+        window_changed = window != self.snd_wnd
+        self._update_window(seq_rel, ack_rel, window)
+        if ack_rel > self.snd_una:
+            self._new_ack(ack_rel, opts, now)
+        elif (
+            ack_rel == self.snd_una
+            and not seg.payload
+            and not flags & Flags.FIN
+            and not window_changed
+            and self.snd_nxt > self.snd_una
+        ):
+            self._duplicate_ack(now)  # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions
+        self._receive_data(seg, seq_rel, now)
+
+    def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
+        """RFC 9293 §3.10.7.3: the reply to our SYN."""
+        flags = seg.flags
+        if flags & Flags.ACK and seg.ack != (self.iss + 1) & MASK:
+            return  # not for our SYN; RFC would answer with a RST, but nothing of ours is at stake
+        if flags & Flags.RST:
+            if flags & Flags.ACK:
+                self._close(now, error="refused")
+            return
+        if not (flags & Flags.SYN and flags & Flags.ACK):
+            return  # simultaneous open is not supported by a sender-only stack
+        opts = seg.options
+        self.irs = seg.seq
+        self.rcv_nxt = 1
+        self.snd_una = 1
+        self.peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
+        # RFC 7323 §2.2: scaling applies in both directions only if both sides sent the option.
+        if opts.wscale is not None:
+            self.snd_wscale = opts.wscale
+        else:
+            self.snd_wscale = self.rcv_wscale = 0
+        self.sack_ok = self.want_sack and opts.sack_permitted
+        self.ts_ok = self.want_ts and opts.ts is not None
+        if self.ts_ok:
+            self.ts_recent = opts.ts[0]
+        self.send_mss = min(self.peer_mss, self.mss) - (TS_OPTION_LEN if self.ts_ok else 0)
+        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 §2.2)
+        self.snd_wl1, self.snd_wl2 = 0, 1
+        if self.ts_ok and opts.ts[1]:
+            self.rtt.sample(self._ts_age(opts.ts[1], now))
+        elif not self.syn_retransmitted:
+            self.rtt.sample(now - self._syn_time)
+        self.rtt.reset_backoff()
+        self.retries = 0
+        self.state = State.ESTABLISHED
+        self.established_at = now
+        self.syn_pending = False
+        self.rto_deadline = None
+        self.ack_pending = True
+        self._cc_call("on_mss_change", self.send_mss)
+        self._events.append(Event("established", now))
+
+    def _receive_rst(self, seq_rel: int, now: float) -> None:
+        """RFC 5961 §3.2: reset only on an exact match with rcv_nxt; in window, challenge ACK."""
+        if seq_rel == self.rcv_nxt:
+            if self.state is State.TIME_WAIT:
+                self._close(now)  # RFC 1337 would ignore it; Linux closes TIME-WAIT on RST too
+            else:
+                self._close(now, error="reset")
+        elif self._acceptable(seq_rel, 1):
+            self.ack_pending = True
+
+    def _acceptable(self, seq_rel: int, seg_len: int) -> bool:
+        """RFC 9293 §3.10.7.4 segment acceptability test against our receive window."""
+        wnd = self.rcv_wnd
+        if seg_len == 0:
+            return self.rcv_nxt <= seq_rel < self.rcv_nxt + wnd or seq_rel == self.rcv_nxt
+        end = seq_rel + seg_len - 1
+        return (self.rcv_nxt <= seq_rel < self.rcv_nxt + wnd) or (self.rcv_nxt <= end < self.rcv_nxt + wnd)
+
+    def _update_window(self, seq_rel: int, ack_rel: int, window: int) -> None:
+        """RFC 9293 §3.10.7.4: take the window from the newest segment (SND.WL1/SND.WL2 rule)."""
+        if self.snd_wl1 < seq_rel or (self.snd_wl1 == seq_rel and self.snd_wl2 <= ack_rel):
+            opened = window > self.snd_wnd
+            self.snd_wnd = window
+            self.snd_wl1, self.snd_wl2 = seq_rel, ack_rel
+            if opened and window > 0:
+                self.persist_deadline = None
+                self.persist_backoff = 0
+
+    def _new_ack(self, ack_rel: int, opts: Options, now: float) -> None:
+        newly_acked = ack_rel - self.snd_una
+        self.snd_una = ack_rel
+        newest = self.sendq.acknowledge(ack_rel)
+        # RTT (RFC 7323 §4.1: TSecr of an ACK that advances the left edge; without timestamps,
+        # the send time of a never-retransmitted segment, RFC 6298 §3 / Karn's rule).
+        if self.ts_ok and opts.ts is not None and opts.ts[1]:
+            self.rtt.sample(self._ts_age(opts.ts[1], now))
+        elif newest is not None and not newest.retransmitted:
+            self.rtt.sample(now - newest.xmit_time)
+        self.rtt.reset_backoff()
+        self.retries = 0
+        if self.rtx_next is not None:
+            if self.rtx_next < self.snd_una:
+                self.rtx_next = self.snd_una
+            if self.rtx_next >= self.snd_nxt:
+                self.rtx_next = None  # everything outstanding at the timeout has been resent
+        if self.pending_rtx is not None and self.pending_rtx < self.snd_una:
+            self.pending_rtx = None
+
+        outcome = self.recovery.on_new_ack(ack_rel, newly_acked, self.send_mss)
+        restart_timer = True
+        if outcome == "partial":
+            # RFC 6582 §3.2 step 3: retransmit the first unacknowledged segment; reset the timer
+            # on the first partial ACK only ("Impatient" variant, as RFC 6582 §4.1 recommends).
+            self.pending_rtx = self.snd_una
+            restart_timer = not self.first_partial_ack_done
+            self.first_partial_ack_done = True
+        elif outcome == "full":
+            self._cc_call("on_recovery_exit", now, self.flight_size)
+        else:
+            data_acked = min(ack_rel, self.data_end) - max(ack_rel - newly_acked, 1)
+            self._cc_call(
+                "on_ack",
+                AckSample(
+                    now=now,
+                    acked_bytes=max(0, data_acked),
+                    rtt=self.rtt.latest_rtt,
+                    srtt=self.rtt.srtt,
+                    min_rtt=self.rtt.min_rtt,
+                    bytes_in_flight=self.pipe,
+                    mss=self.send_mss,
+                    app_limited=self._app_limited(),
+                ),
+            )
+        self._events.append(Event("delivered", now, self.delivered))
+
+        if self.fin_sent and self.snd_una > self.data_end:
+            self._our_fin_acked(now)
+        if self.snd_una >= self.snd_nxt:
+            self.rto_deadline = None  # RFC 6298 §5.2
+        elif restart_timer:
+            self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.3
+
+    def _duplicate_ack(self, now: float) -> None:
+        def enter() -> int:
+            self._cc_call(
+                "on_congestion_event",
+                CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause="dupack"),
+            )
+            return int(self.cc.ssthresh)
+
+        if self.recovery.on_duplicate_ack(self.snd_una, self.snd_nxt, enter, self.send_mss):
+            # RFC 5681 §3.2 step 2 / RFC 6582 §3.2 step 1: retransmit the lost segment.
+            self.fast_retransmits += 1
+            self.first_partial_ack_done = False
+            self.pending_rtx = self.snd_una
+
+    def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
+        """A sender still has to acknowledge what the peer sends: data (counted, discarded) and
+        its FIN. Only in-order data is taken; the rest is answered with a duplicate ACK."""
+        n = len(seg.payload)
+        if n:
+            if seq_rel == self.rcv_nxt and not self.fin_received:
+                self.rcv_nxt += n
+                self.peer_data += n
+            self.ack_pending = True
+        if seg.flags & Flags.FIN and seq_rel + n == self.rcv_nxt and not self.fin_received:
+            self.rcv_nxt += 1
+            self.fin_received = True
+            self.ack_pending = True
+            self._events.append(Event("peer_fin", now))
+            if self.state is State.ESTABLISHED:
+                self.state = State.CLOSE_WAIT
+            elif self.state is State.FIN_WAIT_1:
+                self.state = State.CLOSING  # our FIN not yet acked (else we'd be in FIN-WAIT-2)
+            elif self.state is State.FIN_WAIT_2:
+                self._enter_time_wait(now)
+        elif seg.flags & Flags.FIN and self.fin_received:
+            self.ack_pending = True  # a retransmitted FIN: our ACK was lost
+
+    def _our_fin_acked(self, now: float) -> None:
+        if self.state is State.FIN_WAIT_1:
+            self.state = State.FIN_WAIT_2
+        elif self.state is State.CLOSING:
+            self._enter_time_wait(now)
+        elif self.state is State.LAST_ACK:
+            self._close(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = State.TIME_WAIT
+        self.rto_deadline = None
+        self.persist_deadline = None
+        self.tw_deadline = now + self.time_wait
+
+    def _close(self, now: float, error: str | None = None) -> None:
+        self.state = State.CLOSED
+        self.rto_deadline = self.persist_deadline = self.tw_deadline = None
+        self.closed_at = now
+        if error is not None:
+            self.error = error
+            self._events.append(Event("error", now, error))
+        self._events.append(Event("closed", now, error))
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        if self.tw_deadline is not None and now >= self.tw_deadline:
+            self._close(now)
+            return
+        if self.persist_deadline is not None and now >= self.persist_deadline:
+            self._persist_timeout(now)
+        if self.rto_deadline is not None and now >= self.rto_deadline:
+            self._retransmission_timeout(now)
+
+    def _retransmission_timeout(self, now: float) -> None:
+        """RFC 6298 §5.4–5.6, RFC 5681 §3.1 (loss window), RFC 6582 §3.2 step 4."""
+        self.rto_deadline = None
+        if self.state is State.SYN_SENT:
+            self.retries += 1
+            if self.retries > self.syn_retries:
+                self._close(now, error="connect timeout")
+                return
+            self.rtt.back_off()
+            self.syn_pending = self.syn_retransmitted = True
+            self.rto_deadline = now + self.rtt.rto
+            return
+        if self.snd_una >= self.snd_nxt:
+            return
+        self.retries += 1
+        if self.retries > self.max_retries:
+            self._close(now, error="timeout")
+            return
+        self.rtt.back_off()
+        if self.snd_wnd == 0:
+            # The outstanding byte is a zero-window probe: the peer is alive and has no room.
+            # Probe again with backoff and leave the congestion state alone (RFC 9293 §3.8.6.1).
+            self.retries -= 1
+            self.pending_rtx = self.snd_una
+            self.rto_deadline = now + self.rtt.rto
+            return
+        self.timeouts += 1
+        self._cc_call("on_rto", now, self.flight_size)
+        self.recovery.on_timeout(self.snd_nxt)
+        self.pending_rtx = None
+        self.rtx_next = self.snd_una
+        self.sendq.mark_retransmitted(self.snd_una, self.snd_nxt, now)
+        self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.6
+
+    def _persist_timeout(self, now: float) -> None:
+        """The peer's window is zero and nothing is in flight: send one byte beyond the window
+        so the peer has to answer with its current window (RFC 9293 §3.8.6.1)."""
+        self.persist_deadline = None
+        self.persist_backoff += 1
+        self._probe_due = True
+
+    # ------------------------------------------------------------------ output
+
+    def transmit(self, now: float) -> list[Transmission]:
+        """Everything that should leave now, in order."""
+        out: list[Transmission] = []
+        state = self.state
+        if state is State.CLOSED:
+            return out
+        if state is State.SYN_SENT:
+            if self.syn_pending:
+                self.syn_pending = False
+                if not self.syn_retransmitted:
+                    self._syn_time = now
+                out.append(self._syn(now))
+            return out
+
+        if self.pending_rtx is not None:
+            start, self.pending_rtx = self.pending_rtx, None
+            if start < self.snd_nxt:
+                out.append(self._retransmit(start, self.send_mss, now))
+        if self.rtx_next is not None:
+            self._go_back_n(out, now)
+        if self.rtx_next is None and state in _CAN_SEND:
+            self._send_new(out, now)
+        if self._probe_due:
+            self._probe_due = False
+            if not out and self.snd_nxt < self.data_end:
+                out.append(self._new_data(1, now))
+        if self.ack_pending and not out and state is not State.CLOSED:
+            out.append(self._segment(self.snd_nxt, Flags.ACK, now))
+        if out:
+            self.ack_pending = False
+            self.last_ack_sent = self.rcv_nxt
+        if self.rto_deadline is None and self.snd_nxt > self.snd_una:
+            self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.1
+        self._arm_persist(now)
+        return out
+
+    def _usable(self) -> int:
+        """Bytes of new sequence space we may send now: min(cwnd, peer window) minus in flight."""
+        by_cwnd = self.cwnd - self.pipe
+        by_rwnd = self.snd_una + self.snd_wnd - self.snd_nxt
+        return min(by_cwnd, by_rwnd)
+
+    def _max_payload(self) -> int:
+        """The largest GSO super-segment: whole segments, within the IPv4 length field."""
+        opt = TS_OPTION_LEN if self.ts_ok else 0
+        limit = min(self.gso_max, GSO_MAX_IP_LEN - IPV4_TCP_HEADERS - opt)
+        return max(self.send_mss, limit - limit % self.send_mss)
+
+    def _send_new(self, out: list[Transmission], now: float) -> None:
+        mss = self.send_mss
+        max_payload = self._max_payload()
+        last_new: Transmission | None = None
+        while True:
+            remaining = self.data_end - self.snd_nxt
+            if remaining <= 0:
+                break
+            usable = self._usable()
+            n = min(usable, remaining, max_payload)
+            if n < remaining:
+                # Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1): full segments only,
+                # unless nothing is in flight (then anything the window allows goes).
+                n -= n % mss
+                if n <= 0:
+                    if self.pipe == 0 and usable > 0:
+                        n = min(usable, remaining, mss)
+                    else:
+                        break
+            last_new = self._new_data(n, now)
+            out.append(last_new)
+        if (
+            self.close_at_end
+            and not self.fin_sent
+            and self.snd_nxt == self.data_end
+            and self.state in _CAN_SEND
+        ):
+            if last_new is not None:
+                last_new.flags |= Flags.FIN  # piggyback on the last data segment, as Linux does
+            else:
+                out.append(self._segment(self.snd_nxt, Flags.FIN | Flags.ACK, now))
+            self.sendq.push(self.snd_nxt, self.snd_nxt + 1, now, fin=True)
+            self._fin_queued()
+
+    def _fin_queued(self) -> None:
+        self.fin_sent = True
+        self.snd_nxt += 1
+        self.state = State.FIN_WAIT_1 if self.state is State.ESTABLISHED else State.LAST_ACK
+
+    def _new_data(self, n: int, now: float) -> Transmission:
+        start = self.snd_nxt
+        tx = self._segment(start, Flags.ACK | Flags.PSH, now, length=n)
+        self.sendq.push(start, start + n, now)
+        self.snd_nxt += n
+        self.bytes_sent += n
+        return tx
+
+    def _retransmit(self, start: int, limit: int, now: float) -> Transmission:
+        """Resend [start, start+limit) from the source, plus the FIN if it falls inside."""
+        n = max(0, min(limit, self.data_end - start))
+        flags = Flags.ACK
+        if n:
+            flags |= Flags.PSH
+        if self.fin_sent and start + n == self.data_end and start + n < self.snd_nxt:
+            flags |= Flags.FIN
+        tx = self._segment(start, flags, now, length=n, retransmit=True)
+        self.sendq.mark_retransmitted(start, start + n + (1 if flags & Flags.FIN else 0), now)
+        self.bytes_sent += n
+        self.bytes_retrans += n
+        return tx
+
+    def _go_back_n(self, out: list[Transmission], now: float) -> None:
+        """After a timeout, resend the outstanding range in order as the window allows."""
+        max_payload = self._max_payload()
+        while self.rtx_next is not None and self.rtx_next < self.snd_nxt:
+            room = self.cwnd - self.pipe
+            if room <= 0:
+                break
+            start = self.rtx_next
+            n = min(room, max_payload, max(0, self.data_end - start))
+            if n < self.data_end - start:
+                n = max(n - n % self.send_mss, min(self.send_mss, self.data_end - start))
+            tx = self._retransmit(start, n, now)
+            out.append(tx)
+            self.rtx_next = start + tx.seg_len
+            if tx.seg_len == 0:
+                break
+        if self.rtx_next is not None and self.rtx_next >= self.snd_nxt:
+            self.rtx_next = None
+
+    def _arm_persist(self, now: float) -> None:
+        """RFC 9293 §3.8.6.1: with a zero window, nothing in flight and data waiting, probe."""
+        if (
+            self.snd_wnd == 0
+            and self.snd_nxt == self.snd_una
+            and self.snd_nxt < self.data_end
+            and self.state in _CAN_SEND
+            and self.persist_deadline is None
+        ):
+            self.persist_deadline = now + min(self.rtt.base_rto * (1 << self.persist_backoff), self.rtt.max_rto)
+
+    def _app_limited(self) -> bool:
+        return self.snd_nxt >= self.data_end and self.pipe < self.cwnd
+
+    # ------------------------------------------------------------------ segment building
+
+    def _ts_now(self, now: float) -> int:
+        return (int(now * 1_000_000) + self.ts_offset) & MASK
+
+    def _ts_age(self, tsecr: int, now: float) -> float:
+        """Seconds since we sent the TSval the peer echoes (RFC 7323 §4.1)."""
+        return ((self._ts_now(now) - tsecr) & MASK) / 1_000_000
+
+    def _syn(self, now: float) -> Transmission:
+        ts = self._ts_now(now)
+        opts = Options(
+            mss=self.mss,
+            wscale=self.rcv_wscale,
+            sack_permitted=self.want_sack,
+            ts=(ts, 0) if self.want_ts else None,
+        )
+        self.segments_out += 1
+        # RFC 7323 §2.2: the window field of a SYN is never scaled.
+        return Transmission(
+            seq=self.iss, ack=0, flags=Flags.SYN, window=min(self.rcv_wnd, 65535), options=opts.encode()
+        )
+
+    def _segment(
+        self, start: int, flags: Flags, now: float, *, length: int = 0, retransmit: bool = False
+    ) -> Transmission:
+        if self.ts_ok:
+            ts = self._ts_now(now)
+            options = _TS_OPTION.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, ts, self.ts_recent)
+        else:
+            options = b""
+        self.segments_out += 1
+        return Transmission(
+            seq=(self.iss + start) & MASK,
+            ack=(self.irs + self.rcv_nxt) & MASK,
+            flags=flags,
+            window=min(self.rcv_wnd >> self.rcv_wscale, 65535),
+            options=options,
+            source=self.source if length else None,
+            offset=start - 1,
+            length=length,
+            gso_size=self.send_mss,
+            retransmit=retransmit,
+        )
+
+    # ------------------------------------------------------------------ congestion control
+
+    def _cc_call(self, hook: str, *args) -> None:
+        """Call a plugin hook; a plugin that raises (or answers nonsense) is replaced by NewReno
+        carrying over its window, so a bug in an experiment never costs data."""
+        try:
+            getattr(self.cc, hook)(*args)
+            cwnd, ssthresh = self.cc.cwnd, self.cc.ssthresh
+            if not (cwnd >= 1 and ssthresh >= 1):
+                raise ValueError(f"cwnd={cwnd!r} ssthresh={ssthresh!r} after {hook}")
+        except Exception as exc:  # noqa: BLE001 - any plugin failure is contained here
+            from ..cc.newreno import NewReno
+
+            failed = self.cc
+            now = args[0].now if hasattr(args[0], "now") else (args[0] if isinstance(args[0], float) else 0.0)
+            fallback = NewReno(self.send_mss, now)
+            fallback.cwnd = _sane(getattr(failed, "cwnd", None), fallback.cwnd, self.send_mss)
+            fallback.ssthresh = _sane(getattr(failed, "ssthresh", None), fallback.ssthresh, 2 * self.send_mss)
+            self.cc = fallback
+            name = getattr(failed, "name", type(failed).__name__)
+            self._events.append(Event("cc_error", now, f"{name}.{hook}: {exc!r}; falling back to newreno"))
+
+
+def _sane(value, default: int, floor: int) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return v if v >= floor else default
