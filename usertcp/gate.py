@@ -239,11 +239,14 @@ def up(netns: str | None, ifname: str) -> dict:
         bpf = BPF(src_file=str(BPF_SOURCE), cflags=["-Wno-unused-function"])
         eg = bpf.load_func("gate_tc_egress", BPF.SCHED_CLS)
         ing = bpf.load_func("gate_tc_ingress", BPF.SCHED_CLS)
+        learn = bpf.load_func("gate_xdp_ingress", BPF.XDP)
         ipr.tc("add", "clsact", index)
         ipr.tc("add-filter", "bpf", index, ":1", fd=eg.fd, name=PROG_NAMES["egress"],
                parent=TC_H_CLSACT_EGRESS, classid=1, direct_action=True)
         ipr.tc("add-filter", "bpf", index, ":1", fd=ing.fd, name=PROG_NAMES["ingress"],
                parent=TC_H_CLSACT_INGRESS, classid=1, direct_action=True)
+        # Learning runs in XDP so it happens before the packet taps (see bpf/gate.c).
+        ipr.link("set", index=index, xdp_fd=learn.fd)
         path = pin_dir(netns, ifname)
         path.mkdir(parents=True, exist_ok=True)
         lib = _lib()
@@ -263,7 +266,11 @@ def _meta_path(netns: str | None, ifname: str) -> Path:
 
 
 def _detach(ipr, index: int) -> None:
-    """Remove the clsact qdisc (and with it both classifiers) if there is one."""
+    """Remove the XDP program and the clsact qdisc (and with it both classifiers)."""
+    try:
+        ipr.link("set", index=index, xdp_fd=-1)
+    except Exception:  # noqa: BLE001 - nothing attached
+        pass
     try:
         ipr.tc("del", "clsact", index)
     except Exception as exc:  # noqa: BLE001 - absent qdisc is the normal case

@@ -200,7 +200,7 @@ class Cubic(CongestionControl):
         else:
             self.W_max = cwnd
         self.cwnd_prior = cwnd  # §4.6: "save cwnd"
-        self.ssthresh = max(int(ev.bytes_in_flight * self.beta_cubic), 2 * self.mss)
+        self.ssthresh = max(round(ev.bytes_in_flight * self.beta_cubic), 2 * self.mss)
         self.t_epoch = None
         self.target = None
         self.region = "recovery"
@@ -216,7 +216,7 @@ class Cubic(CongestionControl):
         """
         if not self._timed_out:
             self.cwnd_prior = self._exact_cwnd()
-            self.ssthresh = max(int(bytes_in_flight * self.beta_cubic), 2 * self.mss)
+            self.ssthresh = max(round(bytes_in_flight * self.beta_cubic), 2 * self.mss)
             self.W_max = None
             self.t_epoch = None
             self.target = None

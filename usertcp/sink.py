@@ -1,0 +1,57 @@
+"""A plain kernel-socket sink: accept, read to EOF, count and hash, report one JSON line.
+
+This is the receiver every transfer is checked against: it is the kernel's TCP, untouched, so a
+matching SHA-256 says the Python sender delivered every byte in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sys
+import time
+
+
+def serve(port: int, host: str = "0.0.0.0", count: int = 0, out=sys.stdout, ready=None,
+          rcvbuf: int = 0) -> None:
+    """Accept `count` connections one after another (0: forever), one report line each."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            ls.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"sink: cannot listen on {host}:{port}: {exc.strerror} (port taken? try --port)")
+        ls.listen(8)
+        if ready is not None:
+            ready()
+        print(json.dumps({"listening": f"{host}:{port}"}), file=out, flush=True)
+        served = 0
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        while count == 0 or served < count:
+            conn, peer = ls.accept()
+            with conn:
+                if rcvbuf:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                h = hashlib.sha256()
+                n = 0
+                first = last = None
+                while True:
+                    k = conn.recv_into(view)
+                    if not k:
+                        break
+                    now = time.monotonic()
+                    if first is None:
+                        first = now
+                    last = now
+                    h.update(view[:k])
+                    n += k
+                report = {
+                    "peer": f"{peer[0]}:{peer[1]}",
+                    "bytes": n,
+                    "sha256": h.hexdigest(),
+                    "seconds": (last - first) if first is not None else 0.0,
+                }
+            print(json.dumps(report), file=out, flush=True)
+            served += 1
