@@ -103,7 +103,7 @@ def test_base_class_requires_the_two_decisions_and_names_itself():
 
     cc = Fixed(MSS)
     assert Fixed.name == "fixed"
-    # Defaults: RFC 6582 option 1 on recovery exit, RFC 5681 eq. (4) and LW on RTO.
+    # Defaults: RFC 6582 §3.2 step 3 option (2) on recovery exit, RFC 5681 eq. (4) and LW on RTO.
     cc.ssthresh = 7 * MSS
     cc.on_recovery_exit(1.0, 3 * MSS)
     assert cc.cwnd == 7 * MSS
@@ -145,9 +145,15 @@ def test_newreno_slow_start_counts_stretch_acks_like_linux_or_with_abc_limit():
     class RFC3465(NewReno):
         abc_limit_segments = 2
 
+    class RFC5681(NewReno):
+        abc_limit_segments = 1
+
     cc = RFC3465(MSS)
     cc.on_ack(ack(0.1, 8 * MSS))
     assert cc.cwnd == 12 * MSS  # RFC 3465 §2.2, L = 2*SMSS
+    cc = RFC5681(MSS)
+    cc.on_ack(ack(0.1, 8 * MSS))
+    assert cc.cwnd == 11 * MSS  # RFC 5681 eq. (2), min(N, SMSS)
 
 
 def test_newreno_slow_start_stops_at_ssthresh_and_spends_the_rest_in_ca():

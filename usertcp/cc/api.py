@@ -16,7 +16,7 @@ control already know, so each hook names the member (and the RFC step) it stands
 - ``on_congestion_event``: ``ssthresh``, called on ``set_state(TCP_CA_Recovery)``. RFC 5681
   §3.2 step 2, RFC 6582 §3.2 step 1.
 - ``on_recovery_exit``: no member of its own; what tcp_end_cwnd_reduction() does when Linux
-  returns to TCP_CA_Open. RFC 6582 §3.2 step 3 ("full acknowledgment").
+  returns to TCP_CA_Open. RFC 6582 §3.2 step 3 ("full acknowledgments"), option (2).
 - ``on_rto``: ``ssthresh``, called from tcp_enter_loss() (``set_state(TCP_CA_Loss)``).
   RFC 5681 §3.1 equation (4) and the loss window.
 - ``on_mss_change``: no member; tcp_sync_mss(). Linux counts cwnd in segments, so an MSS change
@@ -96,7 +96,7 @@ class AckSample:
     """The sender's SMSS (payload bytes per full-sized segment)."""
     app_limited: bool
     """The sender had no data to fill cwnd before this ACK: the ACK says nothing about whether
-    the network could carry a larger window (RFC 7661 §3, "rate-limited")."""
+    the network could carry a larger window (RFC 7661's "rate-limited")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +167,11 @@ class CongestionControl(ABC):
     def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
         """Fast recovery ended with a full acknowledgment (RFC 6582 §3.2 step 3).
 
-        Default: option 1 of that step, ``cwnd = ssthresh`` -- what Linux does when it leaves
-        recovery (tcp_end_cwnd_reduction). The engine passes FlightSize so that an algorithm
-        can choose option 2, ``min(ssthresh, max(FlightSize, SMSS) + SMSS)``, instead.
+        That step offers "(1) min(ssthresh, max(FlightSize, SMSS) + SMSS) or (2) ssthresh".
+        Default: option (2), ``cwnd = ssthresh``, which is what Linux does when it leaves
+        recovery (tcp_end_cwnd_reduction). The RFC asks an implementation choosing (2) to guard
+        against a burst when little is outstanding; that is the engine's sending side. The
+        engine passes FlightSize so that an algorithm can choose option (1) instead.
         """
         self.cwnd = self.ssthresh
 
@@ -209,10 +211,12 @@ class CongestionControl(ABC):
     # ------------------------------------------------------------------ helpers for subclasses
 
     abc_limit_segments: ClassVar[int | None] = None
-    """Appropriate Byte Counting limit L for slow start (RFC 3465 §2.2), in segments per ACK.
-    None (the default) follows Linux's tcp_slow_start(): the whole ``acked_bytes`` counts, however
-    many segments one (stretch) ACK covers. 2 gives RFC 3465's L = 2*SMSS, which RFC 5681 §3.1
-    permits; 1 gives RFC 5681's own "at most SMSS bytes for each ACK"."""
+    """Per-ACK cap on slow-start growth, in segments (RFC 3465 §2.2's limit L).
+
+    None (the default) follows Linux's tcp_slow_start(): every acknowledged byte counts, however
+    many segments one (stretch) ACK covers. 1 gives the standard's own rule, RFC 5681 §3.1
+    equation (2), cwnd += min(N, SMSS); 2 gives RFC 3465's L = 2*SMSS, which RFC 5681 mentions
+    as experimental."""
 
     def slow_start(self, acked: int) -> int:
         """RFC 5681 §3.1 slow start, the way Linux's tcp_slow_start() does it in bytes.

@@ -114,7 +114,10 @@ class Cubic(CongestionControl):
         self.congestion_avoidance(ack, acked, previous)
 
     def slow_start_ack(self, ack: AckSample) -> int:
-        """§4.10: "CUBIC MUST employ a slow-start algorithm when cwnd is no more than ssthresh".
+        """§4.10: "CUBIC MUST employ a slow-start algorithm, when cwnd is no more than ssthresh".
+
+        At cwnd == ssthresh (right after recovery) `in_slow_start` says congestion avoidance, as
+        RFC 5681 permits and Linux does; read literally, §4.10 would slow-start one more ACK.
 
         The RFC says it SHOULD be HyStart++ (RFC 9406) and MAY be RFC 5681 slow start; this is
         the latter, grown per acknowledged byte like Linux's tcp_slow_start(). HyStart++ will

@@ -17,16 +17,18 @@ class NewReno(CongestionControl):
     Choices, each the one Linux's Reno (tcp_cong.c) makes, so a NewReno run here and one in the
     kernel on the same path are comparable:
 
-    - Slow start grows cwnd by every byte an ACK acknowledges (Linux's tcp_slow_start()), with
-      no RFC 3465 per-ACK limit L: a receiver using GRO sends stretch ACKs, and an L of 2*SMSS
-      would make us slower than the kernel. Set ``abc_limit_segments = 2`` in a subclass for
-      RFC 3465's L = 2*SMSS (or 1 for RFC 5681's "at most SMSS per ACK").
-    - Congestion avoidance counts bytes, the variant RFC 5681 §3.1 allows ("count the number of
-      bytes that have been acknowledged by ACKs for new data ... when the number of bytes
-      acknowledged reaches cwnd, then cwnd can be incremented by up to SMSS bytes"; RFC 3465
-      §2.1). It is exact in integers, independent of how many segments each ACK covers, and is
-      what Linux's tcp_cong_avoid_ai() does with snd_cwnd_cnt. The per-ACK formula
-      cwnd += SMSS*SMSS/cwnd (RFC 5681 eq. 3) grows more slowly under delayed ACKs.
+    - Slow start grows cwnd by every byte an ACK acknowledges, as Linux's tcp_slow_start()
+      does. RFC 5681 §3.1 equation (2) allows at most SMSS per ACK (and RFC 3465, experimental,
+      L = 2*SMSS); a receiver with delayed ACKs or GRO acknowledges two or more segments per ACK,
+      so either limit would make us slower than the kernel on the same path. A subclass with
+      ``abc_limit_segments = 1`` (or 2) follows the RFC instead.
+    - Congestion avoidance counts bytes, which RFC 5681 §3.1 RECOMMENDS: "count the number of
+      bytes that have been acknowledged by ACKs for new data ... When the number of bytes
+      acknowledged reaches cwnd, then cwnd can be incremented by up to SMSS bytes" (the
+      algorithm of RFC 3465 §2.1). It is exact in integers, does not depend on how many segments
+      each ACK covers, and is what Linux's tcp_cong_avoid_ai() does with snd_cwnd_cnt. The
+      alternative, cwnd += SMSS*SMSS/cwnd per ACK (equation 3), grows more slowly under
+      delayed ACKs.
     - ACKs while the sender is application-limited do not grow cwnd: such an ACK says nothing
       about whether the path could carry more (RFC 7661's premise; Linux only calls cong_avoid
       when tcp_is_cwnd_limited()).
@@ -53,7 +55,8 @@ class NewReno(CongestionControl):
         """One SMSS per cwnd's worth of acknowledged bytes (RFC 5681 §3.1, byte counting)."""
         self.bytes_acked += acked
         if self.bytes_acked >= self.cwnd:
-            # A very large (stretch) ACK may be worth more than one increment, as in Linux.
+            # One increment per cwnd acknowledged; divmod only matters if slow start handed
+            # over a leftover that, with this ACK, spans more than a window (Linux does the same).
             increments, self.bytes_acked = divmod(self.bytes_acked, self.cwnd)
             self.cwnd += increments * self.mss
 
