@@ -10,8 +10,8 @@ the router. Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range) and 
 every lab: labs are separate namespaces, so they never see each other. Nothing of a lab stays in
 the root namespace but the three files under /run/netns.
 
-Built with pyroute2 (0.9.7) over netlink; the only shell-outs are in tests and the status tool's
-users (`tc -s qdisc` via `netns.command`) -- nothing here runs `ip`.
+Built with pyroute2 (0.9.7) over netlink; nothing here shells out to `ip` or `tc`. Sysctls
+(forwarding, IPv6 off) are plain writes to /proc/sys from inside the namespace.
 
 How pyroute2 is used, and why:
   * Namespaces: `pyroute2.netns.create/remove`. `create` forks a short-lived child that
@@ -507,6 +507,21 @@ def status(name: str) -> dict[str, Any]:
     }
 
 
+def require_up(name: str) -> None:
+    """Raise LabError, saying what to run, unless lab `name`'s three namespaces exist.
+
+    For code that needs a lab someone else built (a tool, a test run after `usertcp lab up`).
+    """
+    names = Names(validate_name(name))
+    missing = [ns for ns in names.namespaces if not exists(ns)]
+    if missing:
+        flag = "" if name == "ut" else f" --name {name}"
+        raise LabError(
+            f"lab {name!r} is not up (missing namespaces: {', '.join(missing)}): "
+            f"run `usertcp lab up{flag}`"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # The object
 
@@ -594,12 +609,7 @@ class Lab:
 
     def require_up(self) -> None:
         """Raise LabError with the command to run if the lab's namespaces are missing."""
-        missing = [ns for ns in self.namespaces if not exists(ns)]
-        if missing:
-            raise LabError(
-                f"lab {self.name!r} is not up (missing namespaces: {', '.join(missing)}): "
-                f"run `usertcp lab up --name {self.name}`"
-            )
+        require_up(self._names.name)
 
     def __enter__(self) -> "Lab":
         return self.up()

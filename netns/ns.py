@@ -96,6 +96,11 @@ def enter(name: str) -> Iterator[None]:
     life, also after the block ends. Other threads are unaffected. Nesting works (each level
     restores the namespace it found). If restoring fails, the thread would be stranded in the
     wrong namespace, so that error propagates rather than being swallowed.
+
+    Inside the block, netlink and /proc/sys/net/... follow the thread's namespace, but two
+    views do not: /proc/net is /proc/self/net, the *thread-group leader's* namespace (read
+    /proc/thread-self/net/... instead, e.g. .../netstat for TCP counters), and /sys/class/net
+    shows the namespace /sys was mounted in (the reason `ip netns exec` remounts it).
     """
     target = _open_target(name)
     try:

@@ -205,6 +205,21 @@ def test_newreno_rto_collapses_to_one_segment_then_slow_starts():
     assert 20 <= trace[-1][1] < 21  # slow start ended at ssthresh, then linear growth
 
 
+def test_newreno_sets_ssthresh_once_per_window_on_timeouts():
+    cc = NewReno(MSS)
+    cc.cwnd = 40 * MSS
+    cc.on_congestion_event(CongestionEvent(now=1.0, bytes_in_flight=40 * MSS, mss=MSS, cause="dupack"))
+    assert cc.ssthresh == 20 * MSS
+    # The timer fires during fast recovery; FlightSize has grown with the inflated window.
+    cc.on_rto(1.5, 100 * MSS)
+    assert (cc.cwnd, cc.ssthresh) == (MSS, 20 * MSS)
+    cc.on_rto(2.5, 10 * MSS)  # re-expiry, nothing acknowledged in between: keep ssthresh
+    assert (cc.cwnd, cc.ssthresh) == (MSS, 20 * MSS)
+    cc.on_ack(ack(3.0))
+    cc.on_rto(4.0, 30 * MSS)  # a new timeout: equation (4) again
+    assert (cc.cwnd, cc.ssthresh) == (MSS, 15 * MSS)
+
+
 def test_newreno_app_limited_acks_do_not_grow_cwnd():
     cc = NewReno(MSS)
     run_rounds(cc, 0.0, 3, 0.1, app_limited=True)
@@ -302,7 +317,8 @@ def test_cubic_is_reno_friendly_on_short_rtt_paths():
     per_rtt = [b - a for (_, a), (_, b) in zip(trace, trace[1:])]
     rounds_to_prior = math.ceil(30 / alpha)
     assert sum(per_rtt[5:45]) / 40 == pytest.approx(alpha, rel=0.05)
-    assert sum(per_rtt[rounds_to_prior + 5:]) / len(per_rtt[rounds_to_prior + 5:]) == pytest.approx(1.0, rel=0.05)
+    after = per_rtt[rounds_to_prior + 5:]
+    assert sum(after) / len(after) == pytest.approx(1.0, rel=0.05)
 
 
 def test_cubic_fast_convergence_lowers_W_max():
@@ -372,11 +388,21 @@ def test_cubic_rto_reduces_like_reno_and_restarts_with_K_zero():
     assert state["K"] == 0.0
     assert state["W_max"] == state["cwnd_epoch"] == 63 * MSS
     # K = 0 and W_max = cwnd_epoch: W_cubic starts flat at cwnd_epoch and is convex from there.
-    w0 = state["cwnd_epoch"] / MSS
-    trace: list = []
-    run_for(cc, t, 6.0, 0.1, trace=trace)
-    assert cc.state()["region"] in ("convex", "reno-friendly")
-    assert cc.cwnd / MSS >= w_cubic_segments(6.0, w0, 0.0) - 2
+    w0, t_epoch = state["cwnd_epoch"] / MSS, state["t_epoch"]
+    end = run_for(cc, t, 6.0, 0.1)
+    assert cc.state()["region"] == "convex"
+    assert cc.cwnd / MSS == pytest.approx(w_cubic_segments(end - t_epoch, w0, 0.0), abs=2.0)
+
+
+def test_cubic_timeout_during_recovery_keeps_the_recovery_ssthresh():
+    cc = Cubic(MSS)
+    cc.cwnd = 100 * MSS
+    cc.on_congestion_event(CongestionEvent(now=1.0, bytes_in_flight=100 * MSS, mss=MSS, cause="dupack"))
+    cc.on_rto(1.5, 250 * MSS)  # FlightSize inflated by NewReno recovery
+    assert (cc.cwnd, cc.ssthresh, cc.cwnd_prior) == (MSS, 70 * MSS, 100 * MSS)
+    assert cc.W_max is None  # §4.8 still applies to the next congestion-avoidance stage
+    run_rounds(cc, 2.0, 8, 0.1)
+    assert cc.state()["K"] == 0.0 and cc.state()["cwnd_epoch"] == 70 * MSS
 
 
 def test_cubic_target_rtt_srtt_by_default_min_rtt_like_linux_on_request():

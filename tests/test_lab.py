@@ -81,9 +81,24 @@ class Sink(threading.Thread):
             self.listener.close()
 
 
-def connect_from(ns: str, ip: str, port: int = 5201, timeout: float = 3) -> socket.socket:
+def connect_from(
+    ns: str, ip: str, port: int = 5201, timeout: float = 3, cc: bytes = b"cubic"
+) -> socket.socket:
+    """A kernel TCP connection from namespace `ns`, with a fixed congestion control.
+
+    A new namespace inherits the root namespace's default congestion control (bbr on some
+    machines, cubic on others); fix it so the result does not depend on the host.
+    """
     with netns.enter(ns):
-        return socket.create_connection((ip, port), timeout=timeout)
+        sock = socket.socket()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc)
+            sock.settimeout(timeout)
+            sock.connect((ip, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 def send_for(sock: socket.socket, seconds: float) -> int:
@@ -222,9 +237,25 @@ def test_up_builds_the_line_and_kernel_tcp_crosses_the_router(labs):
         assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
     assert own_netns_inode() == before_ns
 
-    # Nothing of the lab in our namespace, and no netlink sockets left open.
+    # Nothing of the lab in our namespace; no netlink socket left open by up/status/down.
     assert not root_links() & {"tl1-s0", "tl1-r0", "tl1-r1", "tl1-c0"}
+    status("tl1")
+    down("tl1")
     assert len(os.listdir("/proc/self/fd")) == before_fds
+
+
+@root_test
+def test_mtu_and_require_up(labs):
+    with pytest.raises(netns.LabError, match="usertcp lab up --name tl11"):
+        netns.require_up("tl11")
+    lab = labs("tl11", mtu=9000)
+    netns.require_up("tl11")
+    assert [i["mtu"] for i in status("tl11")["interfaces"]] == [9000] * 4
+    sink = Sink(lab.ns_receiver, lab.receiver_ip)
+    sink.start()
+    send_for(connect_from(lab.ns_sender, lab.receiver_ip), 0.05)
+    sink.join(5)
+    assert sink.error is None and sink.received > 0
 
 
 @root_test
@@ -236,7 +267,7 @@ def test_enter_moves_only_the_calling_thread(labs):
     def worker():
         with netns.enter(lab.ns_receiver):
             seen["inside"] = own_netns_inode()
-            seen["links"] = set(os.listdir("/sys/class/net"))  # sysfs shows the caller's view
+            seen["dev"] = open("/proc/thread-self/net/dev").read()
             time.sleep(0.05)
         seen["after"] = own_netns_inode()
 
@@ -247,6 +278,7 @@ def test_enter_moves_only_the_calling_thread(labs):
     t.join()
     assert seen["inside"] != main_ns
     assert seen["after"] == main_ns
+    assert "tl1-c0" in seen["dev"] and "tl1-s0" not in seen["dev"]
     assert os.path.exists("/run/netns/tl1-rcv")  # mount namespace untouched
 
 

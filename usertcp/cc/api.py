@@ -32,10 +32,12 @@ Contract with the engine (v1)
   engine runs NewReno's window inflation itself, starting from the ``ssthresh`` that
   ``on_congestion_event`` chose, and the effective window is the engine's, not ``cwnd``;
   ``on_recovery_exit`` then sets ``cwnd`` for the next congestion-avoidance stage.
-- ``on_rto`` runs on every expiry of the retransmission timer; ``bytes_in_flight`` is RFC 5681's
-  FlightSize (snd_nxt - snd_una), which a backed-off re-expiry leaves unchanged, so recomputing
-  ssthresh from it is idempotent. An algorithm with more state (CUBIC's W_max) must notice a
-  re-expiry itself: no ``on_ack`` in between.
+- ``on_rto`` runs on every expiry of the retransmission timer, including backed-off re-expiries
+  and expiries during fast recovery; ``bytes_in_flight`` is RFC 5681's FlightSize
+  (snd_nxt - snd_una), which during recovery includes what the inflated window sent. The base
+  default applies RFC 5681 §3.1 every time. NewReno and CUBIC here follow Linux's
+  tcp_enter_loss() instead and set ssthresh at most once per window: a re-expiry with no ACK
+  in between, or a timeout during the fast recovery they entered, does not set it afresh.
 - A hook that raises, or leaves ``cwnd``/``ssthresh`` below 1, makes the engine replace the
   controller with NewReno carrying its window over: a bug in an experiment never costs data.
 
@@ -179,7 +181,8 @@ class CongestionControl(ABC):
         """``ssthresh`` (with ``set_state(TCP_CA_Loss)``): the retransmission timer expired.
 
         Default, RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS) (equation 4), and cwnd
-        to the loss window, one full-sized segment.
+        to the loss window, one full-sized segment. The engine calls this on every expiry; see
+        `NewReno.on_rto` for the once-per-window rule an algorithm may want on top.
         """
         self.ssthresh = max(bytes_in_flight // 2, 2 * self.mss)
         self.cwnd = self.mss
@@ -243,4 +246,7 @@ class CongestionControl(ABC):
         return window * self.mss / old_mss
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} mss={self.mss} cwnd={self.cwnd} ssthresh={self.ssthresh}>"
+        return (
+            f"<{type(self).__name__} {self.name} mss={self.mss} cwnd={self.cwnd} "
+            f"ssthresh={self.ssthresh}>"
+        )

@@ -76,6 +76,7 @@ class Cubic(CongestionControl):
         self._cwnd_seen = self.cwnd
         self._last_ack: float | None = None
         self._timed_out = False  # on_rto seen and no ACK since: a further on_rto is a re-expiry
+        self._recovering = False  # on_congestion_event seen, recovery not over
 
     # ------------------------------------------------------------------ the RFC's functions
 
@@ -94,7 +95,7 @@ class Cubic(CongestionControl):
 
     def on_ack(self, ack: AckSample) -> None:
         previous, self._last_ack = self._last_ack, ack.now
-        self._timed_out = False  # snd_una advanced: the next timeout is a new one
+        self._timed_out = self._recovering = False  # snd_una advanced outside recovery
         if ack.acked_bytes <= 0:
             return
         if ack.app_limited:
@@ -123,8 +124,10 @@ class Cubic(CongestionControl):
         the latter, grown per acknowledged byte like Linux's tcp_slow_start(). HyStart++ will
         override this method: watch ack.rtt per round, and to leave slow start without a loss
         set ssthresh = cwnd. Nothing else is needed here: the epoch that then begins finds
-        W_max undefined and cwnd_prior unset, and does what §4.10 asks (cwnd_prior = cwnd,
-        K = 0, W_max = cwnd_epoch). Returns the bytes left over for congestion avoidance.
+        W_max undefined (and, in the first slow start, cwnd_prior unset) and does what §4.10
+        asks: cwnd_prior = cwnd, K = 0, W_max = cwnd_epoch.
+
+        Returns the bytes left over for congestion avoidance.
         """
         return self.slow_start(ack.acked_bytes)
 
@@ -207,23 +210,40 @@ class Cubic(CongestionControl):
         self.t_epoch = None
         self.target = None
         self.region = "recovery"
+        self._recovering = True
+
+    def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
+        """RFC 6582 §3.2 step 3, option (2): cwnd = ssthresh, i.e. §4.6's cwnd = ssthresh."""
+        super().on_recovery_exit(now, bytes_in_flight)
+        self._recovering = False
 
     def on_rto(self, now: float, bytes_in_flight: int) -> None:
         """§4.8: reduce cwnd like Reno (RFC 5681: one segment) but set ssthresh like §4.6.
 
         The following congestion-avoidance stage grows with K = 0 and W_max = cwnd_epoch, and
-        W_est starts at cwnd_epoch: marking W_max undefined makes `begin_epoch` do exactly that.
-        A re-expiry (another timeout with no ACK in between) only re-applies the loss window:
-        RFC 5681 §3.1 sets ssthresh only when "the given segment has not yet been resent by way
-        of the retransmission timer", and cwnd_prior must keep the window before the first one.
+        W_est starts at cwnd_epoch: marking W_max undefined makes `begin_epoch` do exactly that
+        (Linux gets there by resetting its state on TCP_CA_Loss).
+
+        Like NewReno here and Linux's tcp_enter_loss(), ssthresh is not set afresh inside a
+        window where it was already set: a re-expiry (no ACK since the last timeout) changes
+        nothing but cwnd -- RFC 5681 §3.1 sets ssthresh only when "the given segment has not
+        yet been resent by way of the retransmission timer" -- and a timeout during fast
+        recovery keeps the smaller of the recovery's ssthresh and flight_size * beta_cubic,
+        because FlightSize then includes what the inflated recovery window sent.
         """
         if not self._timed_out:
-            self.cwnd_prior = self._exact_cwnd()
-            self.ssthresh = max(round(bytes_in_flight * self.beta_cubic), 2 * self.mss)
+            cwnd = self._exact_cwnd()
+            ssthresh = max(round(bytes_in_flight * self.beta_cubic), 2 * self.mss)
+            if self._recovering:
+                self.ssthresh = min(self.ssthresh, ssthresh)  # cwnd_prior is the event's already
+            else:
+                self.ssthresh = ssthresh
+                self.cwnd_prior = cwnd
             self.W_max = None
             self.t_epoch = None
             self.target = None
             self._timed_out = True
+        self._recovering = False
         self.cwnd = self.mss
         self.region = "loss"
 

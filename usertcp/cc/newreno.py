@@ -40,8 +40,11 @@ class NewReno(CongestionControl):
         super().__init__(mss, now)
         self.bytes_acked = 0
         """Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 3465 §2.1)."""
+        self._recovering = False  # on_congestion_event seen, recovery not over
+        self._timed_out = False  # on_rto seen, no ACK since
 
     def on_ack(self, ack: AckSample) -> None:
+        self._recovering = self._timed_out = False
         acked = ack.acked_bytes
         if acked <= 0 or ack.app_limited:
             return
@@ -64,11 +67,33 @@ class NewReno(CongestionControl):
         """RFC 5681 §3.2 step 2 (equation 4): ssthresh = max(FlightSize / 2, 2*SMSS)."""
         self.ssthresh = max(ev.bytes_in_flight // 2, 2 * self.mss)
         self.bytes_acked = 0
+        self._recovering = True
+
+    def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
+        """RFC 6582 §3.2 step 3, option (2): cwnd = ssthresh (the base default)."""
+        super().on_recovery_exit(now, bytes_in_flight)
+        self._recovering = False
 
     def on_rto(self, now: float, bytes_in_flight: int) -> None:
-        """RFC 5681 §3.1: equation (4) and the one-segment loss window (the base default)."""
-        super().on_rto(now, bytes_in_flight)
+        """RFC 5681 §3.1: ssthresh per equation (4), cwnd = the loss window (one segment).
+
+        Not every expiry sets ssthresh afresh, as in Linux's tcp_enter_loss() ("reduce ssthresh
+        if it has not yet been made inside this window"):
+
+        - a re-expiry (no ACK since the last timeout) leaves it alone: RFC 5681 sets ssthresh
+          only when "the given segment has not yet been resent by way of the retransmission
+          timer";
+        - a timeout during fast recovery keeps the smaller of the recovery's ssthresh and
+          equation (4): FlightSize then counts what the inflated window sent, and "no more
+          than" equation (4) is all RFC 5681 asks.
+        """
+        if not self._timed_out:
+            eq4 = max(bytes_in_flight // 2, 2 * self.mss)
+            self.ssthresh = min(self.ssthresh, eq4) if self._recovering else eq4
+        self.cwnd = self.mss
         self.bytes_acked = 0
+        self._recovering = False
+        self._timed_out = True
 
     def state(self) -> dict[str, Any]:
         return {"bytes_acked": self.bytes_acked}

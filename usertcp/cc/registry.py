@@ -110,7 +110,9 @@ def _import_attr(module: str, attr: str, spec: str) -> object:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise CCLoadError(f"congestion control {spec!r}: cannot import module {module!r}: {exc}") from exc
+        raise CCLoadError(
+            f"congestion control {spec!r}: cannot import module {module!r}: {exc}"
+        ) from exc
     try:
         return getattr(mod, attr)
     except AttributeError:
@@ -159,7 +161,9 @@ def _exec_file(path: Path, spec: str):
         module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise CCLoadError(f"congestion control {spec!r}: importing {path} raised {type(exc).__name__}: {exc}") from exc
+        raise CCLoadError(
+            f"congestion control {spec!r}: importing {path} raised {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -191,5 +195,7 @@ def _check(obj: object, spec: str) -> type[CongestionControl]:
         )
     if inspect.isabstract(obj):
         missing = ", ".join(sorted(obj.__abstractmethods__))
-        raise CCLoadError(f"congestion control {spec!r}: {obj.__qualname__} does not implement {missing}")
+        raise CCLoadError(
+            f"congestion control {spec!r}: {obj.__qualname__} does not implement {missing}"
+        )
     return obj

@@ -278,8 +278,11 @@ class Connection:
             and not flags & Flags.FIN
             and not window_changed
             and self.snd_nxt > self.snd_una
+            and self.snd_wnd > 0
         ):
-            self._duplicate_ack(now)  # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions
+            # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions; with a zero window
+            # the repeats are answers to our window probes, not signs of loss.
+            self._duplicate_ack(now)
         self._receive_data(seg, seq_rel, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -617,7 +620,7 @@ class Connection:
 
     def _retransmit(self, start: int, limit: int, now: float) -> Transmission:
         """Resend [start, start+limit) from the source, plus the FIN if it falls inside."""
-        n = max(0, min(limit, self.data_end - start))
+        n = max(0, min(limit, self.data_end - start, self.snd_nxt - start))
         flags = Flags.ACK
         if n:
             flags |= Flags.PSH

@@ -1,0 +1,416 @@
+"""The sender engine in virtual time, against the simulated receiver and links."""
+
+from __future__ import annotations
+
+import pytest
+
+from usertcp.cc import load
+from usertcp.cc.newreno import NewReno
+from usertcp.engine.connection import Connection, State
+from usertcp.segment import Flags, parse_options
+from usertcp.sim.link import Link
+from usertcp.sim.receiver import Receiver
+from usertcp.sim.run import simulate
+from usertcp.sources import BytesSource, PatternSource
+
+LOCAL, REMOTE = ("198.18.1.1", 40000), ("198.18.2.1", 5201)
+
+
+def make(size=200_000, cc="newreno", seed=1, **kw):
+    src = PatternSource(size, seed=seed)
+    conn = Connection(LOCAL, REMOTE, load(cc, mss=1448, now=0.0), src, iss=12345, time_wait=0.5, **kw)
+    return conn, src
+
+
+def run(conn, rcv=None, fwd=None, rev=None, until=60.0, trace=True):
+    rcv = rcv or Receiver(port=REMOTE[1], iss=777)
+    fwd = fwd or Link(delay=0.010, rate=100e6, queue_bytes=1 << 20, name="fwd")
+    rev = rev or Link(delay=0.010, name="rev")
+    return simulate(conn, rcv, fwd, rev, until=until, trace=trace)
+
+
+def assert_delivered(res, conn, src):
+    assert res.completed, res.reason
+    assert conn.error is None
+    assert res.receiver.bytes_received == src.size
+    assert res.receiver.sha256() == src.sha256()
+    assert conn.delivered == src.size
+
+
+def data_packets(trace):
+    return [t for t in trace if t[1].startswith("fwd") and t[5] > 0]
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def test_handshake_negotiates_all_options():
+    conn, src = make(10_000)
+    res = run(conn)
+    assert_delivered(res, conn, src)
+    assert conn.ts_ok and conn.sack_ok
+    assert conn.snd_wscale == 7 and conn.rcv_wscale == 7
+    assert conn.peer_mss == 1460
+    assert conn.send_mss == 1460 - 12  # timestamps take 12 bytes of every segment
+    syn = res.trace[0]
+    assert syn[4] == int(Flags.SYN)
+
+
+@pytest.mark.parametrize(
+    "peer, expect",
+    [
+        (dict(wscale=None), dict(snd_wscale=0, rcv_wscale=0, ts_ok=True, sack_ok=True)),
+        (dict(sack=False), dict(snd_wscale=7, sack_ok=False, ts_ok=True)),
+        (dict(timestamps=False), dict(ts_ok=False, sack_ok=True, send_mss=1460)),
+        (dict(mss=None), dict(peer_mss=536, send_mss=536 - 12)),
+        (dict(mss=1000, wscale=2), dict(peer_mss=1000, snd_wscale=2, rcv_wscale=7)),
+    ],
+)
+def test_handshake_respects_what_the_peer_offers(peer, expect):
+    conn, src = make(30_000)
+    res = run(conn, rcv=Receiver(port=REMOTE[1], iss=9, **peer))
+    assert_delivered(res, conn, src)
+    for k, v in expect.items():
+        assert getattr(conn, k) == v, k
+
+
+def test_our_syn_offers_every_option():
+    conn, _ = make(1000)
+    conn.connect(0.0)
+    (syn,) = conn.transmit(0.0)
+    opts = parse_options(syn.options)
+    assert syn.flags == Flags.SYN and syn.seq == 12345
+    assert opts.mss == 1460 and opts.wscale == 7 and opts.sack_permitted and opts.ts[1] == 0
+
+
+def test_without_scaling_our_window_field_is_unscaled():
+    conn, src = make(50_000)
+    res = run(conn, rcv=Receiver(port=REMOTE[1], wscale=None))
+    assert_delivered(res, conn, src)
+    assert conn.rcv_wscale == 0
+    # Every segment after the SYN announces min(rcv_wnd, 65535) unscaled.
+    tx = conn._segment(1, Flags.ACK, 1.0)
+    assert tx.window == 65535
+
+
+# ------------------------------------------------------------------ single losses
+
+
+def drop_nth(kind_pred, n):
+    """A loss predicate dropping the n-th packet (0-based) matching kind_pred."""
+    seen = {"k": -1}
+
+    def drop(_index, seg):
+        if kind_pred(seg):
+            seen["k"] += 1
+            return seen["k"] == n
+        return False
+
+    return drop
+
+
+def is_data(seg):
+    return len(seg.payload) > 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 40, 99, 137])
+def test_every_single_data_segment_loss_is_recovered(n):
+    conn, src = make(200_000)  # 139 segments of 1448 bytes
+    fwd = Link(delay=0.010, rate=100e6, queue_bytes=1 << 20, loss=drop_nth(is_data, n))
+    res = run(conn, fwd=fwd)
+    assert_delivered(res, conn, src)
+    assert res.fwd.dropped_loss == 1
+    assert conn.bytes_retrans > 0
+
+
+def test_all_single_data_losses_exhaustively():
+    size = 40_000  # 28 segments: every one of them dropped once, in turn
+    for n in range(-(-size // 1448)):
+        conn, src = make(size)
+        fwd = Link(delay=0.005, rate=50e6, loss=drop_nth(is_data, n))
+        res = run(conn, fwd=fwd, trace=False)
+        assert_delivered(res, conn, src)
+        assert res.fwd.dropped_loss == 1, n
+
+
+def test_lost_tail_segment_recovers_by_timeout():
+    """The last segment has no followers to cause duplicate ACKs: only the RTO can save it."""
+    conn, src = make(14_480)  # exactly 10 segments, the FIN rides on the last one
+    res = run(conn, fwd=Link(delay=0.01, loss=drop_nth(is_data, 9)))
+    assert_delivered(res, conn, src)
+    assert conn.timeouts == 1
+
+
+def test_fast_retransmit_after_three_duplicate_acks():
+    conn, src = make(300_000)
+    res = run(conn, fwd=Link(delay=0.01, rate=100e6, loss=drop_nth(is_data, 30)))
+    assert_delivered(res, conn, src)
+    assert conn.fast_retransmits == 1
+    assert conn.timeouts == 0
+    # The retransmission is exactly one segment, of the lost range.
+    lost = data_packets(res.trace)
+    lost_seq = [t for t in lost if t[1] == "fwd-drop"][0][2]
+    resent = [t for t in lost if t[2] == lost_seq and t[1] == "fwd"]
+    assert len(resent) == 1 and resent[0][5] == 1448
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["syn", "synack", "handshake-ack", "our-fin", "peer-fin", "ack-of-peer-fin", "data-ack"],
+)
+def test_control_segment_losses_are_recovered(what):
+    conn, src = make(20_000)
+    fwd_drop = rev_drop = None
+    if what == "syn":
+        fwd_drop = drop_nth(lambda s: bool(s.flags & Flags.SYN), 0)
+    elif what == "synack":
+        rev_drop = drop_nth(lambda s: bool(s.flags & Flags.SYN), 0)
+    elif what == "handshake-ack":
+        fwd_drop = drop_nth(lambda s: not s.flags & Flags.SYN, 0)
+    elif what == "our-fin":
+        fwd_drop = drop_nth(lambda s: bool(s.flags & Flags.FIN), 0)
+    elif what == "peer-fin":
+        rev_drop = drop_nth(lambda s: bool(s.flags & Flags.FIN), 0)
+    elif what == "ack-of-peer-fin":
+        fwd_drop = drop_nth(lambda s: conn.fin_received and not s.payload, 0)
+    elif what == "data-ack":
+        rev_drop = drop_nth(lambda s: not s.flags & (Flags.SYN | Flags.FIN), 3)
+    fwd = Link(delay=0.01, rate=100e6, loss=fwd_drop or 0.0)
+    rev = Link(delay=0.01, loss=rev_drop or 0.0)
+    rcv = Receiver(port=REMOTE[1], iss=5)
+    res = run(conn, rcv=rcv, fwd=fwd, rev=rev)
+    assert_delivered(res, conn, src)
+    assert res.fwd.dropped_loss + res.rev.dropped_loss == 1
+    assert rcv.closed and not rcv.reset
+
+
+def test_syn_timeout_backs_off_and_gives_up():
+    conn, _ = make(1000, syn_retries=3)
+    res = run(conn, fwd=Link(delay=0.01, loss=1.0), until=100.0)
+    syn_times = [t[0] for t in res.trace if t[4] & int(Flags.SYN)]
+    gaps = [b - a for a, b in zip(syn_times, syn_times[1:])]
+    assert gaps == pytest.approx([1.0, 2.0, 4.0])  # RFC 6298 §2.1 initial 1 s, §5.5 doubling
+    assert conn.error == "connect timeout"
+    assert ("error" in [e.kind for e in res.events])
+
+
+def test_rto_backoff_doubles_until_the_path_returns():
+    """Data packets sent between t=1 s and t=6 s vanish: retransmissions at RTO, 2 RTO, 4 RTO…"""
+    conn, src = make(1_000_000)
+    window = {"t": 0.0}
+    blackout = lambda _i, seg: 1.0 <= window["t"] < 6.0 and len(seg.payload) > 0  # noqa: E731
+
+    class Clocked(Link):
+        __slots__ = ()
+
+        def send(self, seg, now, size=None):
+            window["t"] = now
+            return super().send(seg, now, size)
+
+    fwd = Clocked(delay=0.01, rate=100e6, loss=blackout)
+    # Slow the receiver's reading so that data is still outstanding at t=1 s.
+    rcv = Receiver(port=REMOTE[1], rcv_buf=8000)
+    res = run(conn, rcv=rcv, fwd=fwd, until=120)
+    assert_delivered(res, conn, src)
+    drops = [t[0] for t in res.trace if t[1] == "fwd-drop" and t[5] > 0]
+    assert conn.timeouts >= 3
+    retx = sorted(set(round(t, 3) for t in drops))
+    gaps = [b - a for a, b in zip(retx, retx[1:]) if b - a > 0.1]
+    for a, b in zip(gaps, gaps[1:]):
+        assert b == pytest.approx(2 * a, rel=0.05)
+
+
+def test_newreno_recovers_several_losses_in_one_window_without_timeout():
+    losses = {20, 23, 27}
+    seen = {"k": -1}
+
+    def drop(_i, seg):
+        if seg.payload:
+            seen["k"] += 1
+            return seen["k"] in losses
+        return False
+
+    conn, src = make(400_000)
+    res = run(conn, fwd=Link(delay=0.01, rate=100e6, loss=drop))
+    assert_delivered(res, conn, src)
+    assert conn.fast_retransmits == 1  # one recovery episode (RFC 6582), partial ACKs do the rest
+    assert conn.timeouts == 0
+    assert res.fwd.dropped_loss == 3
+
+
+def test_random_loss_many_seeds():
+    for seed in range(8):
+        conn, src = make(300_000, cc="cubic", seed=seed)
+        fwd = Link(delay=0.005, rate=50e6, queue_bytes=100_000, loss=0.02, seed=seed)
+        rev = Link(delay=0.005, loss=0.02, seed=seed + 100)
+        res = run(conn, fwd=fwd, rev=rev, until=300, trace=False)
+        assert_delivered(res, conn, src)
+
+
+# ------------------------------------------------------------------ windows and queue
+
+
+def test_never_sends_beyond_the_peer_window():
+    conn, src = make(300_000)
+    rcv = Receiver(port=REMOTE[1], rcv_buf=20_000, wscale=0)
+    orig = conn.transmit
+    checked = []
+
+    def spy(now):
+        right_edge = conn.snd_una + conn.snd_wnd  # as the engine knew it when it decided
+        out = orig(now)
+        for tx in out:
+            if tx.length and not tx.retransmit:
+                start = tx.offset + 1
+                assert start + tx.length <= right_edge
+                checked.append(tx)
+        return out
+
+    conn.transmit = spy
+    res = run(conn, rcv=rcv)
+    assert_delivered(res, conn, src)
+    assert checked and max(t.length for t in checked) <= 20_000
+
+
+def test_zero_window_is_probed_until_it_opens():
+    conn, src = make(100_000)
+    rcv = Receiver(port=REMOTE[1], rcv_buf=16_384, reading=False)
+    fwd, rev = Link(delay=0.01), Link(delay=0.01)
+    res = simulate(conn, rcv, fwd, rev, until=3.0, trace=True)
+    assert res.reason == "until"
+    assert rcv.bytes_received < src.size and conn.error is None and conn.state is State.ESTABLISHED
+    assert conn.snd_wnd == 0 and conn.fast_retransmits == 0 and conn.timeouts == 0
+    # One-byte probes, each interval about double the one before (RFC 9293 §3.8.6.1).
+    probes = [t[0] for t in res.trace if t[1] == "fwd" and t[5] == 1]
+    assert len(probes) >= 3
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    for a, b in zip(gaps, gaps[1:]):
+        assert b == pytest.approx(2 * a, rel=0.1)
+    rcv.reading = True  # the application starts reading: the window opens
+    rcv.read(3.0)
+    res2 = simulate(conn, rcv, fwd, rev, until=60.0, connect=False, start=3.0)
+    assert res2.completed
+    assert rcv.bytes_received == src.size and rcv.sha256() == src.sha256()
+
+
+def test_send_queue_holds_references_not_bytes():
+    conn, src = make(8 << 20, cc="cubic")
+    res = run(conn, fwd=Link(delay=0.05, rate=1e9, queue_bytes=4 << 20), rev=Link(delay=0.05), trace=False)
+    assert_delivered(res, conn, src)
+    peak = conn.sendq.peak_memory
+    # Megabytes were in flight; the queue held a few kilobytes of records.
+    assert peak < 64 * 1024
+    assert conn.stats()["sendq_peak_bytes"] == peak
+
+
+def test_gso_super_segments_are_whole_segments_within_64k():
+    conn, src = make(1 << 20, cc="cubic")
+    seen = []
+    orig = conn.transmit
+
+    def spy(now):
+        out = orig(now)
+        seen.extend(out)
+        return out
+
+    conn.transmit = spy
+    # No serialisation: a window's ACKs arrive together, as they do in batches on a real host.
+    res = run(conn, fwd=Link(delay=0.01), trace=False)
+    assert_delivered(res, conn, src)
+    data = [t for t in seen if t.length]
+    assert max(t.length for t in data) > 10 * conn.send_mss
+    for t in data:
+        assert t.length <= 65535 - 40 - 12
+        assert t.gso_size == conn.send_mss
+    # All but the stream's tail are multiples of the MSS.
+    assert sum(1 for t in data if t.length % conn.send_mss) <= 2
+
+
+def test_deterministic():
+    def once():
+        conn, src = make(200_000, cc="cubic")
+        fwd = Link(delay=0.01, rate=50e6, queue_bytes=60_000, loss=0.01, seed=3)
+        return run(conn, fwd=fwd).trace
+
+    assert once() == once()
+
+
+# ------------------------------------------------------------------ RST and peers
+
+
+def test_rst_in_syn_sent_is_refused():
+    conn, _ = make(1000)
+    conn.connect(0.0)
+    conn.transmit(0.0)
+    from usertcp.segment import Segment
+
+    conn.receive(Segment(REMOTE[1], LOCAL[1], 0, 12346, Flags.RST | Flags.ACK, 0), 0.01)
+    assert conn.error == "refused" and conn.closed
+
+
+def test_rst_exact_resets_inexact_gets_challenge_ack():
+    from usertcp.segment import Segment
+
+    conn, _ = make(10_000_000)
+    rcv = Receiver(port=REMOTE[1], iss=1000)
+    simulate(conn, rcv, Link(delay=0.01), Link(delay=0.01), until=0.1)
+    assert conn.state is State.ESTABLISHED
+    rcv_nxt_wire = (1000 + 1) & 0xFFFFFFFF
+    conn.receive(Segment(REMOTE[1], LOCAL[1], rcv_nxt_wire + 5, 0, Flags.RST, 0), 0.2)
+    assert conn.state is State.ESTABLISHED and conn.ack_pending  # RFC 5961 §3.2 challenge ACK
+    conn.receive(Segment(REMOTE[1], LOCAL[1], rcv_nxt_wire, 0, Flags.RST, 0), 0.2)
+    assert conn.closed and conn.error == "reset"
+
+
+def test_abort_sends_rst():
+    conn, _ = make(10_000_000)
+    rcv = Receiver(port=REMOTE[1], iss=1000)
+    simulate(conn, rcv, Link(delay=0.01), Link(delay=0.01), until=0.1)
+    (rst,) = conn.abort(0.2)
+    assert rst.flags & Flags.RST and conn.closed
+
+
+# ------------------------------------------------------------------ congestion control
+
+
+class Exploding(NewReno):
+    name = "exploding"
+
+    def on_ack(self, ack):
+        if ack.now > 0.2:
+            raise RuntimeError("boom")
+        super().on_ack(ack)
+
+
+def test_a_plugin_that_raises_costs_no_data():
+    src = PatternSource(2_000_000)
+    conn = Connection(LOCAL, REMOTE, Exploding(1448), src, iss=1, time_wait=0.5)
+    res = run(conn, trace=False)
+    assert_delivered(res, conn, src)
+    errs = [e for e in res.events if e.kind == "cc_error"]
+    assert len(errs) == 1 and "boom" in errs[0].value
+    assert conn.cc.name == "newreno"
+
+
+def test_plugin_answering_nonsense_is_replaced():
+    class Nonsense(NewReno):
+        name = "nonsense"
+
+        def on_ack(self, ack):
+            self.cwnd = float("nan")
+
+    src = PatternSource(300_000)
+    conn = Connection(LOCAL, REMOTE, Nonsense(1448), src, iss=1, time_wait=0.5)
+    res = run(conn, trace=False)
+    assert_delivered(res, conn, src)
+    assert any(e.kind == "cc_error" for e in res.events)
+
+
+def test_bytes_source_round_trip():
+    data = bytes(range(256)) * 1000
+    src = BytesSource(data)
+    conn = Connection(LOCAL, REMOTE, load("cubic", mss=1448, now=0.0), src, iss=0xFFFFFF00, time_wait=0.5)
+    rcv = Receiver(port=REMOTE[1], iss=0xFFFFFFF0, keep=True)  # both ISNs wrap during the transfer
+    res = run(conn, rcv=rcv)
+    assert_delivered(res, conn, src)
+    assert bytes(rcv.data) == data
