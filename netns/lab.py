@@ -14,8 +14,13 @@ Built with pyroute2 (0.9.7) over netlink; nothing here shells out to `ip` or `tc
 (forwarding, IPv6 off) are plain writes to /proc/sys from inside the namespace.
 
 How pyroute2 is used, and why:
-  * Namespaces: `pyroute2.netns.create/remove`. `create` forks a short-lived child that
-    unshares and bind-mounts its namespace (as iproute2 does), ~10 ms each.
+  * Namespaces: made without a fork. `pyroute2.netns.create` forks a child that unshares and
+    bind-mounts its namespace; forking a multi-threaded Python process (an event loop, a test
+    with server threads) risks a child stuck on a lock another thread held, and its child also
+    runs `ldconfig -p` (ctypes.util.find_library) every time (~10 ms). Instead this thread
+    unshares a fresh namespace, `pyroute2.netns.attach` bind-mounts it under /run/netns exactly
+    as `create` would (same code path, `_create` with a pid), and the thread setns()es back.
+    Removal is `pyroute2.netns.remove` (umount + unlink).
   * Netlink sockets *inside* a namespace are opened by entering the namespace on this thread
     (`netns.enter`) and creating a plain `IPRoute()` there: a netlink socket stays bound to the
     namespace it was created in. `IPRoute(netns=NAME)` would do the same by forking a child
@@ -38,7 +43,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .ns import LabError, enter, exists, path
+from .ns import LabError, _setns, _unshare_net, current, enter, exists, path
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +259,26 @@ def _require_index(ipr: IPRoute, ifname: str, ns: str) -> int:
 # Building
 
 
+def _create_netns(ns: str) -> None:
+    """Create network namespace `ns` and name it /run/netns/NS, from this thread, without forking.
+
+    The thread moves into a fresh namespace, pyroute2 bind-mounts /proc/thread-self/ns/net
+    (the thread's own; /proc/self would name the main thread's), and the thread returns.
+    """
+    original = current()
+    try:
+        _unshare_net()
+        try:
+            pr_netns.attach(ns, "thread-self")
+        finally:
+            _setns(original)
+    finally:
+        os.close(original)
+
+
 def _create_namespaces(names: Names) -> None:
     for ns in names.namespaces:
-        pr_netns.create(ns)
+        _create_netns(ns)
         with enter(ns):
             # A quiet lab: no IPv6 link-local addresses, router solicitations or MLD reports on
             # the lab's interfaces (usertcp is IPv4), so traces show only the experiment.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Iterator, Sequence
 
@@ -54,28 +53,42 @@ def exists(name: str) -> bool:
     return st.st_dev == os.stat(_THREAD_NETNS).st_dev
 
 
-def _libc_setns() -> "ctypes._FuncPointer":
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fn = libc.setns
-    fn.argtypes = (ctypes.c_int, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return fn
+_libc = None
 
 
-_setns_fn = None
+def _libc_call(fn_name: str, *args: int) -> None:
+    """Call libc `fn_name(*args)` (int arguments, int result), raising OSError on -1."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)  # the already-loaded libc; no ldconfig run
+    fn = getattr(_libc, fn_name)
+    if fn(*[ctypes.c_int(a) for a in args]) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{fn_name}(CLONE_NEWNET): {os.strerror(err)}")
 
 
 def _setns(fd: int) -> None:
     """setns(fd, CLONE_NEWNET) for the calling thread; os.setns exists from Python 3.12 on."""
-    global _setns_fn
     if hasattr(os, "setns"):
         os.setns(fd, CLONE_NEWNET)
-        return
-    if _setns_fn is None:
-        _setns_fn = _libc_setns()
-    if _setns_fn(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+    else:
+        _libc_call("setns", fd, CLONE_NEWNET)
+
+
+def _unshare_net() -> None:
+    """unshare(CLONE_NEWNET): a fresh network namespace for the calling thread only.
+
+    Allowed in a multi-threaded process (unlike CLONE_NEWUSER or CLONE_FS): unshare(2).
+    """
+    if hasattr(os, "unshare"):
+        os.unshare(CLONE_NEWNET)
+    else:
+        _libc_call("unshare", CLONE_NEWNET)
+
+
+def current() -> int:
+    """An O_RDONLY fd of the calling thread's network namespace (the caller closes it)."""
+    return os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _open_target(name: str) -> int:
@@ -104,7 +117,7 @@ def enter(name: str) -> Iterator[None]:
     """
     target = _open_target(name)
     try:
-        original = os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+        original = current()
     except BaseException:
         os.close(target)
         raise

@@ -112,6 +112,11 @@ def send_for(sock: socket.socket, seconds: float) -> int:
     return sent
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def own_netns_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
@@ -231,10 +236,10 @@ def test_up_builds_the_line_and_kernel_tcp_crosses_the_router(labs):
     assert sink.peer[0] == lab.sender_ip  # routed, not NATed
 
     with netns.enter(lab.ns_router):
-        assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "1"
-        assert open("/proc/sys/net/ipv6/conf/all/disable_ipv6").read().strip() == "1"
+        assert read("/proc/sys/net/ipv4/ip_forward").strip() == "1"
+        assert read("/proc/sys/net/ipv6/conf/all/disable_ipv6").strip() == "1"
     with netns.enter(lab.ns_sender):
-        assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+        assert read("/proc/sys/net/ipv4/ip_forward").strip() == "0"
     assert own_netns_inode() == before_ns
 
     # Nothing of the lab in our namespace; no netlink socket left open by up/status/down.
@@ -267,7 +272,7 @@ def test_enter_moves_only_the_calling_thread(labs):
     def worker():
         with netns.enter(lab.ns_receiver):
             seen["inside"] = own_netns_inode()
-            seen["dev"] = open("/proc/thread-self/net/dev").read()
+            seen["dev"] = read("/proc/thread-self/net/dev")
             time.sleep(0.05)
         seen["after"] = own_netns_inode()
 
@@ -280,6 +285,28 @@ def test_enter_moves_only_the_calling_thread(labs):
     assert seen["after"] == main_ns
     assert "tl1-c0" in seen["dev"] and "tl1-s0" not in seen["dev"]
     assert os.path.exists("/run/netns/tl1-rcv")  # mount namespace untouched
+
+
+@root_test
+def test_labs_built_from_two_threads_at_once(labs):
+    """Building never forks and only moves the building thread, so threads may build labs."""
+    errors = []
+    main_ns = own_netns_inode()
+
+    def build(name):
+        try:
+            labs(name)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in ("tl12", "tl13")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert status("tl12")["up"] and status("tl13")["up"]
+    assert own_netns_inode() == main_ns
 
 
 @root_test

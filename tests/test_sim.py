@@ -862,3 +862,45 @@ def test_advertised_right_edge_never_moves_left_under_random_reads(wscale, seed)
             edge = right
     assert r.beyond_window_bytes == 0
     assert r.bytes_received == off
+
+
+def fill_non_reading_sink(**kw):
+    """Feed full segments to a sink that does not read, as a sender that obeys every advertised
+    window would, until the window is zero. Returns the receiver."""
+    r = established(quickack=0, reading=False, **kw)
+    ws = r.rcv_wscale
+    edge, off, t = 65535, 0, 0.1
+    while off < edge:
+        n = min(SMSS, edge - off)
+        r.receive(data_seg(off, n, tsval=int(t * 1000)), t)
+        off += n
+        t += 0.01
+        r.on_timer(t)  # flush a delayed ACK
+        for a in r.transmit(t):
+            edge = diff(a.ack, seq_of(0)) + (a.window << ws)
+    assert r.beyond_window_bytes == 0
+    return r
+
+
+def test_never_shrinking_a_scaled_window_overcommits_the_buffer_like_linux():
+    """RFC 7323 Appendix F: keeping the right edge while rounding to the scale unit lets a
+    non-reading sink take in a little more than its buffer — by less than one unit per ACK."""
+    r = fill_non_reading_sink(rcv_buf=16_384)
+    over = r.bytes_received - 16_384
+    assert 0 < over < r.acks_sent * 128
+
+
+def test_shrink_window_keeps_within_the_buffer():
+    r = fill_non_reading_sink(rcv_buf=16_384, shrink_window=True)
+    assert 16_384 - 128 < r.bytes_received <= 16_384
+    # A sender still using the older, larger window gets its excess dropped and counted apart
+    # from real window violations.
+    old_edge = r._adv_max
+    got = r.bytes_received
+    assert old_edge > got  # the window did shrink
+    r.receive(data_seg(got, old_edge - got), 5.0)
+    [a] = r.transmit(5.0)
+    assert a.window == 0 and r.bytes_received == got
+    assert r.beyond_window_bytes == 0 and r.shrunk_window_bytes == old_edge - got
+    r.receive(data_seg(got, old_edge - got + 10), 5.1)
+    assert r.beyond_window_bytes == 10

@@ -203,9 +203,10 @@ def cmd_send(args) -> int:
     _require_root()
     from .cc import registry
 
-    if args.cc not in registry.available() and not os.path.exists(args.cc.split(":")[0]):
-        raise UserError(f"unknown congestion control {args.cc!r}: choose one of {', '.join(registry.available())}"
-                        " or give path/to/plugin.py[:Class]")
+    try:
+        registry.resolve(args.cc)
+    except registry.CCLoadError as exc:
+        raise UserError(str(exc)) from None
     ns = _namespace(args, "snd")
     source = make_source(args)
     result = run_send(args.remote, source, args.cc, ns, quiet=args.quiet or args.json, sport=args.sport)

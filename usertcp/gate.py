@@ -236,10 +236,10 @@ def up(netns: str | None, ifname: str) -> dict:
         _detach(ipr, index)
         _unpin(netns, ifname)
         _ensure_bpffs()
-        bpf = BPF(src_file=str(BPF_SOURCE), cflags=["-Wno-unused-function"])
-        eg = bpf.load_func("gate_tc_egress", BPF.SCHED_CLS)
-        ing = bpf.load_func("gate_tc_ingress", BPF.SCHED_CLS)
-        learn = bpf.load_func("gate_xdp_ingress", BPF.XDP)
+        bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=["-Wno-unused-function"])
+        eg = bpf.load_func(b"gate_tc_egress", BPF.SCHED_CLS)
+        ing = bpf.load_func(b"gate_tc_ingress", BPF.SCHED_CLS)
+        learn = bpf.load_func(b"gate_xdp_ingress", BPF.XDP)
         ipr.tc("add", "clsact", index)
         ipr.tc("add-filter", "bpf", index, ":1", fd=eg.fd, name=PROG_NAMES["egress"],
                parent=TC_H_CLSACT_EGRESS, classid=1, direct_action=True)
@@ -251,7 +251,7 @@ def up(netns: str | None, ifname: str) -> dict:
         path.mkdir(parents=True, exist_ok=True)
         lib = _lib()
         for name in ("flows", "verdicts"):
-            if lib.bpf_obj_pin(bpf[name].map_fd, str(path / name).encode()) != 0:
+            if lib.bpf_obj_pin(bpf[name.encode()].map_fd, str(path / name).encode()) != 0:
                 _detach(ipr, index)
                 raise GateError(f"cannot pin map {name} at {path}: {os.strerror(ct.get_errno() or errno.EPERM)}")
         (RUN_DIR / "gates").mkdir(parents=True, exist_ok=True)

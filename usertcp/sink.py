@@ -37,8 +37,13 @@ def serve(port: int, host: str = "0.0.0.0", count: int = 0, out=sys.stdout, read
                 h = hashlib.sha256()
                 n = 0
                 first = last = None
+                error = None
                 while True:
-                    k = conn.recv_into(view)
+                    try:
+                        k = conn.recv_into(view)
+                    except ConnectionResetError:
+                        error = "reset"  # the sender aborted: report what arrived before
+                        break
                     if not k:
                         break
                     now = time.monotonic()
@@ -53,5 +58,7 @@ def serve(port: int, host: str = "0.0.0.0", count: int = 0, out=sys.stdout, read
                     "sha256": h.hexdigest(),
                     "seconds": (last - first) if first is not None else 0.0,
                 }
+                if error:
+                    report["error"] = error
             print(json.dumps(report), file=out, flush=True)
             served += 1

@@ -17,7 +17,12 @@ congestion control react to is modelled on Linux's tcp_input.c / tcp_output.c:
   Last.ACK.sent) and PAWS (§5.3); non-RST segments without timestamps are dropped once they were
   negotiated (§3.2);
 - the advertised window is the free receive buffer, scaled, with receiver-side silly-window
-  avoidance (RFC 9293 §3.8.6.2.2) and a right edge that never moves left (RFC 7323 §2.4);
+  avoidance (RFC 9293 §3.8.6.2.2) and a right edge that never moves left (shrinking the window
+  is "strongly discouraged", RFC 9293 §3.8.6; Linux's default). As in Linux, keeping the old edge while the window closes means rounding
+  it up to the scale unit on each ACK, so a non-reading sink can take in up to 2^wscale - 1 bytes
+  per ACK beyond `rcv_buf` (RFC 7323 Appendix F). `shrink_window=True` models Linux's
+  net.ipv4.tcp_shrink_window (6.5+): the window never exceeds the free space, even if that
+  retracts the right edge;
 - closing: the peer's FIN is ACKed and, like the kernel sink that reads EOF and closes, the
   receiver sends its own FIN (LAST-ACK), retransmitted on a simple doubling RTO until ACKed.
 
@@ -69,7 +74,8 @@ class Receiver:
     EOF and closing (0: the FIN goes out with the ACK of the peer's FIN; None: never close);
     `fin_rto`/`fin_retries` and `synack_rto`/`synack_retries` time our FIN and SYN-ACK;
     `ts_hz`/`ts_offset` define our TSval clock; `challenge_ack=True` applies RFC 5961 §3.2 to RST
-    (only an exact rcv_nxt match resets; other in-window RSTs get a challenge ACK).
+    (only an exact rcv_nxt match resets; other in-window RSTs get a challenge ACK);
+    `shrink_window=True` never advertises more than the free buffer (see the module docstring).
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Receiver:
         ts_hz: int = 1000,
         ts_offset: int = 0,
         challenge_ack: bool = False,
+        shrink_window: bool = False,
     ):
         if wscale is not None and not 0 <= wscale <= 14:
             raise ValueError("wscale must be in 0..14 (RFC 7323 §2.3)")
@@ -119,6 +126,7 @@ class Receiver:
         self.ts_hz = ts_hz
         self.ts_offset = ts_offset
         self.challenge_ack = challenge_ack
+        self.shrink_window = shrink_window
 
         self.state = LISTEN
         self.reset = False
@@ -145,6 +153,7 @@ class Receiver:
         self._wup = 0  # abs rcv_nxt when the last ACK was sent (Linux's rcv_wup)
         self._adv = 0  # abs right edge of the last advertised window
         self._wnd_adv = 0  # size of the last advertised window (Linux's rcv_wnd)
+        self._adv_max = 0  # abs: the furthest right edge ever advertised
         self._wnd_max = 65535  # largest window the negotiated scale can express
         self._ooo: list[list] = []  # sorted, disjoint, non-adjacent [start, end, bytearray]
         self._ooo_bytes = 0
@@ -174,7 +183,8 @@ class Receiver:
         self.dsacks_sent = 0
         self.ooo_segments = 0
         self.dup_bytes = 0
-        self.beyond_window_bytes = 0
+        self.beyond_window_bytes = 0  # beyond any right edge we ever advertised: a sender bug
+        self.shrunk_window_bytes = 0  # allowed once, dropped after the window shrank
         self.paws_dropped = 0
         self.no_ts_dropped = 0
         self.ignored = 0
@@ -303,7 +313,7 @@ class Receiver:
                     self._dsack = (seg.seq, add(seg.seq, slen))
                 self._enter_quickack()
             elif slen and off >= wnd:
-                self.beyond_window_bytes += plen
+                self._count_beyond(self._nxt + off, self._nxt + off + plen)
             self._send_ack(now)
             return
 
@@ -392,7 +402,7 @@ class Receiver:
             o.wscale = self.rcv_wscale
         # RFC 7323 §2.2: the window in a SYN or SYN-ACK is never scaled.
         window = min(self._free(), 65535)
-        self._adv = self._nxt + window
+        self._adv = self._adv_max = self._nxt + window
         self._wnd_adv = window
         self.last_ack_sent = self.rcv_nxt
         self.snd_nxt = add(self.iss, 1)
@@ -408,10 +418,10 @@ class Receiver:
         e = s + plen
         fin = bool(int(seg.flags) & _FIN)
         if e > self._adv:
-            # Data beyond the window we advertised: a sender bug. Trim it (and any FIN after
-            # it) and count, so tests see it.
+            # Data beyond the window: trim it (and any FIN after it) and count it, so tests see
+            # a sender that ignores the window.
             cut = e - self._adv
-            self.beyond_window_bytes += cut
+            self._count_beyond(self._adv, e)
             payload = payload[: plen - cut]
             e = self._adv
             fin = False
@@ -472,6 +482,12 @@ class Receiver:
     def _enter_quickack(self) -> None:
         credits = max(2, self._wnd_adv // (2 * self.rcv_mss))
         self._quick = max(self._quick, min(self.quickack, credits))
+
+    def _count_beyond(self, s: int, e: int) -> None:
+        """Account bytes [s, e) (abs) that lie right of the current window."""
+        shrunk = max(0, min(e, self._adv_max) - s)
+        self.shrunk_window_bytes += shrunk
+        self.beyond_window_bytes += (e - s) - shrunk
 
     def _deliver(self, data) -> None:
         n = len(data)
@@ -616,8 +632,9 @@ class Receiver:
         """The 16-bit window field for the next ACK; updates the advertised right edge.
 
         The right edge moves right only by at least min(rcv_buf/2, one segment) — receiver SWS
-        avoidance, RFC 9293 §3.8.6.2.2 — and never moves left (RFC 7323 §2.4; Linux rounds the
-        kept edge up to the scale unit rather than shrink it).
+        avoidance, RFC 9293 §3.8.6.2.2 — and never moves left (RFC 9293 §3.8.6): the kept edge
+        is rounded *up* to the scale unit (RFC 7323 §2.3 shifts the window right by the scale),
+        as Linux's tcp_select_window() does, unless `shrink_window` is set.
         """
         ws = self.rcv_wscale
         nxt = self._nxt
@@ -631,8 +648,12 @@ class Receiver:
             field = (cur - nxt + (1 << ws) - 1) >> ws
         if field > 65535:
             field = 65535
+        if self.shrink_window and ws and nxt + (field << ws) > cand:
+            field = (cand - nxt) >> ws  # tcp_shrink_window: retract rather than overcommit
         win = field << ws
         self._adv = nxt + win
+        if self._adv > self._adv_max:
+            self._adv_max = self._adv
         self._wnd_adv = win
         return field
 

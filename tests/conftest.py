@@ -1,0 +1,116 @@
+"""Shared fixtures for the tests that need root, namespaces and BPF.
+
+A lab plus a gate is built once per module that asks for it, under a name only that module uses,
+and removed afterwards — also when a test fails. Set-up first removes leftovers under the same
+name, so a crashed earlier run cannot break this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.geteuid() == 0
+
+
+def _missing_capability() -> str | None:
+    if not ROOT:
+        return "needs root (network namespaces, packet sockets, BPF)"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs bcc (Debian python3-bpfcc): run `make setup`"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = _missing_capability()
+    if missing is None:
+        return
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=missing))
+
+
+def make_gated_lab(name: str):
+    import netns.lab
+
+    from usertcp import gate
+
+    lab = netns.lab.Lab(name)
+    gate.down(lab.ns_sender, lab.sender_if)  # leftovers of a crashed run, by name
+    lab.up()
+    try:
+        gate.up(lab.ns_sender, lab.sender_if)
+    except BaseException:
+        lab.down()
+        raise
+    return lab
+
+
+def teardown_gated_lab(lab) -> None:
+    from usertcp import gate
+
+    gate.down(lab.ns_sender, lab.sender_if)
+    lab.down()
+
+
+class SinkProcess:
+    """`usertcp sink` in the receiver namespace; `report()` returns its JSON line per connection."""
+
+    def __init__(self, lab, port: int, count: int = 1):
+        import netns
+
+        argv = [sys.executable, "-m", "usertcp", "sink", "--netns", "-", "--port", str(port), "--count", str(count)]
+        self.proc = subprocess.Popen(netns.command(lab.ns_receiver, argv), stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert "listening" in line, line
+
+    def report(self, timeout: float = 60) -> dict:
+        import select
+
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert r, "sink reported nothing"
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def tcp_out_rsts(ns: str) -> int:
+    import netns
+
+    with netns.enter(ns):
+        with open("/proc/thread-self/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutRsts")])
+
+
+def kernel_transfer(lab, port: int, data: bytes) -> None:
+    """Send `data` with a kernel TCP socket from the sender namespace and wait for EOF."""
+    import netns
+
+    with netns.enter(lab.ns_sender):
+        s = socket.create_connection((lab.receiver_ip, port), timeout=30)
+    with s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+
+
+def wait_for(pred, timeout: float = 5.0, step: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
