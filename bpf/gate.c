@@ -51,6 +51,7 @@ enum reason {
     EG_DROP_MALFORMED,   // fragment, inconsistent lengths, segment or GSO size above MSS
     IN_OWNED,            // ingress packet of an owned flow: learned from, kept from the kernel
     IN_IGNORED,          // ingress packet of an owned flow that taught nothing (stale, bogus)
+    IN_MALFORMED,        // ingress packet of an owned flow with inconsistent headers
     N_REASONS,
 };
 
@@ -247,7 +248,7 @@ static __always_inline void gate_ingress_learn(void *data, void *data_end, __u32
         return;
     __sync_fetch_and_add(&f->pkts_in, 1);
     if (p.malformed || !th) {
-        count(IN_IGNORED);
+        count(IN_MALFORMED);
         return;
     }
     __u8 fl = p.flags;

@@ -41,6 +41,7 @@ REASONS = (
     "drop_malformed",
     "in_owned",
     "in_ignored",
+    "in_malformed",
 )
 FLOW_STATES = {0: "syn-sent", 1: "synchronized", 2: "reset"}
 
