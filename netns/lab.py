@@ -35,6 +35,7 @@ import errno
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -330,6 +331,32 @@ def _configure_namespace(names: Names, ns: str) -> None:
             ipr.route("add", dst="0.0.0.0/0", gateway=ROUTER_RECEIVER_IP)
 
 
+def _wait_until_running(names: Names, timeout: float = 3.0) -> None:
+    """Return once every lab interface reports operstate UP; LabError after `timeout`.
+
+    Setting a veth up is not the end: carrier-on is handled later by the kernel's linkwatch
+    work (net/core/link_watch.c), which is what attaches the real qdisc (dev_activate) and
+    sets operstate UP. Until then the device transmits into noop_qdisc, which drops
+    everything -- a SYN sent right after up() would be lost and retried a second later.
+    """
+    deadline = time.monotonic() + timeout
+    for ns in names.namespaces:
+        wanted = {ifname for where, ifname, _ in names.layout() if where == ns}
+        with _ipr_in(ns) as ipr:
+            while True:
+                states = {
+                    link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_OPERSTATE")
+                    for link in ipr.get_links()
+                }
+                if all(states.get(ifname) == "UP" for ifname in wanted):
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(
+                        f"interfaces in {ns} did not come up within {timeout:g} s: {states}"
+                    )
+                time.sleep(0.002)
+
+
 def _add_bottleneck(names: Names, bn: Bottleneck) -> None:
     """TBF as the root qdisc of the router's interface toward the receiver.
 
@@ -614,6 +641,7 @@ class Lab:
                 _configure_namespace(names, ns)
             if self.bottleneck is not None:
                 _add_bottleneck(names, self.bottleneck)
+            _wait_until_running(names)
         except BaseException:
             try:
                 down(names.name)

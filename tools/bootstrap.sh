@@ -24,7 +24,7 @@ done
 kver=$(uname -r)
 kbuild=/lib/modules/$kver/build
 need_headers=0
-[ -e "$kbuild/include/linux/kconfig.h" ] || need_headers=1
+[ -e "$kbuild/Makefile" ] || need_headers=1
 if [ "$need_headers" = 1 ] && ! ls -d /usr/src/linux-headers-*-cloud-amd64 >/dev/null 2>&1; then
     # The running kernel's own headers if Debian has them, else the cloud flavour's (DESIGN.md:
     # bcc compiled and loaded the gate's TC and XDP programs with those on this kernel).
@@ -41,7 +41,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$need_headers" = 1 ] && [ ! -e "$kbuild/include/linux/kconfig.h" ]; then
+if [ "$need_headers" = 1 ] && [ ! -e "$kbuild/Makefile" ]; then
     hdr=$(ls -d /usr/src/linux-headers-*-cloud-amd64 | sort -V | tail -n 1)
     common=${hdr%-cloud-amd64}-common
     mkdir -p "/lib/modules/$kver"
