@@ -153,10 +153,12 @@ static __always_inline int parse_tcp4(void *data, void *data_end, __u32 wire_len
 
 // Decide whether an outgoing TCP packet may leave. `kernel_sock` is true when the sending socket
 // is one of the kernel's own TCP sockets (or there is none: kernel-generated replies).
+// `*fp` is set to the flow the packet claims, if it is registered.
 static __always_inline enum reason gate_egress_verdict(struct pkt *p, __u64 cookie, int kernel_sock,
-                                                       __u32 wire_len) {
+                                                       struct flow **fp) {
     struct flow_key key = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport};
     struct flow *f = flows.lookup(&key);
+    *fp = f;
     if (!f)
         return kernel_sock ? EG_PASS_KERNEL : EG_DROP_NO_FLOW;
     if (kernel_sock || cookie != f->owner)
@@ -314,15 +316,21 @@ static __always_inline int sock_is_kernel_tcp(struct __sk_buff *skb) {
     return (sk->family == AF_INET_ || sk->family == AF_INET6_) && sk->protocol == IPPROTO_TCP;
 }
 
+// Headers must be in the linear area for direct packet access; packet sockets and veth put them
+// there, but make sure (a no-op when they already are). 134 = Ethernet + the largest IPv4 and
+// TCP headers.
+static __always_inline void skb_headers(struct __sk_buff *skb, void **data, void **data_end) {
+    __u32 want = skb->len < 134 ? skb->len : 134;
+    bpf_skb_pull_data(skb, want);
+    *data = (void *)(long)skb->data;
+    *data_end = (void *)(long)skb->data_end;
+}
+
 int gate_tc_egress(struct __sk_buff *skb) {
     if (skb->protocol != bpf_htons(ETH_P_IP))
         return TC_ACT_OK;
-    // Headers must be in the linear area for direct access; packet sockets put them there,
-    // but make sure (a no-op when they already are).
-    __u32 want = skb->len < 134 ? skb->len : 134;
-    bpf_skb_pull_data(skb, want);
-    void *data = (void *)(long)skb->data;
-    void *data_end = (void *)(long)skb->data_end;
+    void *data, *data_end;
+    skb_headers(skb, &data, &data_end);
     struct pkt p = {};
     struct tcphdr *th = 0;
     if (!parse_tcp4(data, data_end, skb->len, &p, &th))
@@ -330,12 +338,11 @@ int gate_tc_egress(struct __sk_buff *skb) {
     p.gso_size = skb->gso_size;
     int kernel_sock = sock_is_kernel_tcp(skb);
     __u64 cookie = kernel_sock ? 0 : bpf_get_socket_cookie(skb);
-    enum reason r = gate_egress_verdict(&p, cookie, kernel_sock, skb->len);
+    struct flow *f = 0;
+    enum reason r = gate_egress_verdict(&p, cookie, kernel_sock, &f);
     count(r);
     if (r == EG_PASS_KERNEL)
         return TC_ACT_OK;
-    struct flow_key key = {.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport, .dport = p.dport};
-    struct flow *f = flows.lookup(&key);
     if (r == EG_PASS_FLOW) {
         if (f) {
             __sync_fetch_and_add(&f->pkts_out, 1);
@@ -351,10 +358,8 @@ int gate_tc_egress(struct __sk_buff *skb) {
 int gate_tc_ingress(struct __sk_buff *skb) {
     if (skb->protocol != bpf_htons(ETH_P_IP))
         return TC_ACT_OK;
-    __u32 want = skb->len < 134 ? skb->len : 134;
-    bpf_skb_pull_data(skb, want);
-    void *data = (void *)(long)skb->data;
-    void *data_end = (void *)(long)skb->data_end;
+    void *data, *data_end;
+    skb_headers(skb, &data, &data_end);
     return gate_ingress_owned(data, data_end, skb->len) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 

@@ -168,6 +168,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"usertcp lab down: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # OSError, NetlinkError (not an OSError in pyroute2)
+        print(f"usertcp lab down: removing lab {args.name!r} failed: {e}", file=sys.stderr)
+        return 1
     if removed:
         print(f"lab {args.name!r} removed ({', '.join(removed)})")
     else:
@@ -185,6 +188,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"usertcp lab status: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # OSError, NetlinkError (not an OSError in pyroute2)
+        print(f"usertcp lab status: reading lab {args.name!r} failed: {e}", file=sys.stderr)
+        return 1
     if not st["exists"]:
         print(f"lab {args.name!r} is down")
         return 1

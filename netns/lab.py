@@ -416,9 +416,10 @@ def _remove_namespace(ns: str) -> bool:
         try:
             with _ipr_in(ns) as ipr:
                 for link in ipr.get_links():
-                    if link.get("ifname") != "lo":
+                    if link.get_attr("IFLA_IFNAME") != "lo":
                         _delete_link(ipr, link["index"])
-        except OSError as e:  # the namespace is half-made; removing the file is what matters
+        except (OSError, NetlinkError) as e:  # removing the namespace file is what matters
+            log.warning("lab namespace %s: deleting its interfaces failed: %s", ns, e)
             log.debug("cleaning interfaces of %s: %s", ns, e)
     try:
         pr_netns.remove(ns)

@@ -7,14 +7,13 @@ name, so a crashed earlier run cannot break this one.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
+
+from usertcp.sink import SinkProcess as _Sink
 
 ROOT = os.geteuid() == 0
 
@@ -61,28 +60,11 @@ def teardown_gated_lab(lab) -> None:
     lab.down()
 
 
-class SinkProcess:
-    """`usertcp sink` in the receiver namespace; `report()` returns its JSON line per connection."""
+class SinkProcess(_Sink):
+    """The sink in the lab's receiver namespace."""
 
     def __init__(self, lab, port: int, count: int = 1):
-        import netns
-
-        argv = [sys.executable, "-m", "usertcp", "sink", "--netns", "-", "--port", str(port), "--count", str(count)]
-        self.proc = subprocess.Popen(netns.command(lab.ns_receiver, argv), stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert "listening" in line, line
-
-    def report(self, timeout: float = 60) -> dict:
-        import select
-
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert r, "sink reported nothing"
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(timeout=10)
+        super().__init__(lab.ns_receiver, port, count)
 
 
 def tcp_out_rsts(ns: str) -> int:

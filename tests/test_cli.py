@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -38,14 +39,14 @@ def test_parse_size():
     assert parse_size("1G") == 10**9
     assert parse_size("64k") == 64000
     assert parse_size("1000") == 1000
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_size("lots")
 
 
 def test_parse_hostport():
     assert parse_hostport("198.18.2.1:5001") == ("198.18.2.1", 5001)
     for bad in ("198.18.2.1", "host:80", "1.2.3.4:0", "1.2.3.4:99999"):
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError):
             parse_hostport(bad)
 
 

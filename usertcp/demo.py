@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from netns.lab import Lab
 
 from . import gate
 from .cli import UserError, fmt_bps, fmt_bytes, run_send, send_summary
+from .sink import SinkProcess
 from .sources import PatternSource
 
 SINK_PORT = 5001
@@ -34,34 +34,6 @@ def _tcp_out_rsts() -> int:
     with open("/proc/thread-self/net/snmp") as f:
         lines = [line.split() for line in f if line.startswith("Tcp:")]
     return int(lines[1][lines[0].index("OutRsts")])
-
-
-class Sink:
-    """`usertcp sink` as a child process in the receiver namespace, read line by line."""
-
-    def __init__(self, ns: str, port: int, count: int):
-        argv = [sys.executable, "-m", "usertcp", "sink", "--netns", "-", "--port", str(port), "--count", str(count)]
-        self.proc = subprocess.Popen(netns.command(ns, argv), stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line or "listening" not in line:
-            self.close()
-            raise UserError(f"the sink did not start in {ns} (port {port} taken?)")
-
-    def report(self, timeout: float = 30.0) -> dict:
-        import select
-
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not r:
-            raise UserError("the sink reported nothing: the transfer did not finish")
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class Capture:
@@ -101,6 +73,13 @@ class Capture:
         return ok, len(r.stdout.split()), complaint
 
 
+def _report(sink: SinkProcess) -> dict:
+    try:
+        return sink.report(timeout=30)
+    except TimeoutError as exc:
+        raise UserError(str(exc)) from None
+
+
 def kernel_send(remote: tuple[str, int], source, cc: str) -> float:
     """Send `source` with a kernel TCP socket using congestion control `cc`; returns seconds."""
     start = time.monotonic()
@@ -135,14 +114,17 @@ def run_demo(args) -> int:
     try:
         gate.up(lab.ns_sender, lab.sender_if)
         print(f"gate up on {lab.sender_if} in {lab.ns_sender}")
-        sink = Sink(lab.ns_receiver, SINK_PORT, 1 if args.no_kernel else 2)
+        try:
+            sink = SinkProcess(lab.ns_receiver, SINK_PORT, 1 if args.no_kernel else 2)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
         expected = source.sha256()
         with netns.enter(lab.ns_sender):
             rsts_before = _tcp_out_rsts()
         cap = Capture(lab.ns_sender, lab.sender_if, f"tcp port {SINK_PORT}", pcap)
         remote = (lab.receiver_ip, SINK_PORT)
         result = run_send(remote, source, args.cc, lab.ns_sender)
-        ours = sink.report()
+        ours = _report(sink)
         cap.stop()
         with netns.enter(lab.ns_sender):
             rsts = _tcp_out_rsts() - rsts_before
@@ -161,7 +143,7 @@ def run_demo(args) -> int:
         if not args.no_kernel:
             with netns.enter(lab.ns_sender):
                 secs, used = kernel_send(remote, source, args.cc)
-            theirs = sink.report()
+            theirs = _report(sink)
             summary["kernel"] = {
                 "cc": used,
                 "bytes": theirs["bytes"],

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -62,3 +64,33 @@ def serve(port: int, host: str = "0.0.0.0", count: int = 0, out=sys.stdout, read
                     report["error"] = error
             print(json.dumps(report), file=out, flush=True)
             served += 1
+
+
+class SinkProcess:
+    """`usertcp sink` as a child process in namespace `ns`, its reports read line by line."""
+
+    def __init__(self, ns: str, port: int, count: int = 1):
+        import netns
+
+        argv = [sys.executable, "-m", "usertcp", "sink", "--netns", "-", "--port", str(port), "--count", str(count)]
+        self.proc = subprocess.Popen(netns.command(ns, argv), stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "listening" not in line:
+            self.close()
+            raise RuntimeError(f"the sink did not start in {ns} (port {port} taken?)")
+
+    def report(self, timeout: float = 60.0) -> dict:
+        """The next connection's report; raises TimeoutError if none comes in `timeout` s."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError("the sink reported nothing: the transfer did not finish")
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
