@@ -158,19 +158,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab_call(verb: str, doing: str, fn, name: str):
+    """Run `fn(name)`; on failure print one line and return (None, exit code): 2 for a bad
+    name, 1 for a system error (OSError, or pyroute2's NetlinkError, which is not an OSError)."""
+    try:
+        return fn(name), None
+    except ValueError as e:
+        print(f"usertcp lab {verb}: {e}", file=sys.stderr)
+        return None, 2
+    except Exception as e:  # noqa: BLE001
+        print(f"usertcp lab {verb}: {doing} lab {name!r} failed: {e}", file=sys.stderr)
+        return None, 1
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     if _not_root("down"):
         return 1
     from .lab import down
 
-    try:
-        removed = down(args.name)
-    except ValueError as e:
-        print(f"usertcp lab down: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # OSError, NetlinkError (not an OSError in pyroute2)
-        print(f"usertcp lab down: removing lab {args.name!r} failed: {e}", file=sys.stderr)
-        return 1
+    removed, code = _lab_call("down", "removing", down, args.name)
+    if code is not None:
+        return code
     if removed:
         print(f"lab {args.name!r} removed ({', '.join(removed)})")
     else:
@@ -183,14 +191,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     from .lab import status
 
-    try:
-        st = status(args.name)
-    except ValueError as e:
-        print(f"usertcp lab status: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # OSError, NetlinkError (not an OSError in pyroute2)
-        print(f"usertcp lab status: reading lab {args.name!r} failed: {e}", file=sys.stderr)
-        return 1
+    st, code = _lab_call("status", "reading", status, args.name)
+    if code is not None:
+        return code
     if not st["exists"]:
         print(f"lab {args.name!r} is down")
         return 1
