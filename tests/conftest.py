@@ -8,11 +8,11 @@ name, so a crashed earlier run cannot break this one.
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 
+from usertcp.demo import tcp_out_rsts  # noqa: F401 - re-exported for the tests
 from usertcp.sink import SinkProcess as _Sink
 
 ROOT = os.geteuid() == 0
@@ -67,26 +67,15 @@ class SinkProcess(_Sink):
         super().__init__(lab.ns_receiver, port, count)
 
 
-def tcp_out_rsts(ns: str) -> int:
-    import netns
-
-    with netns.enter(ns):
-        with open("/proc/thread-self/net/snmp") as f:
-            rows = [line.split() for line in f if line.startswith("Tcp:")]
-    return int(rows[1][rows[0].index("OutRsts")])
-
-
 def kernel_transfer(lab, port: int, data: bytes) -> None:
-    """Send `data` with a kernel TCP socket from the sender namespace and wait for EOF."""
+    """Send `data` with a kernel TCP socket (cubic) from the sender namespace, until EOF."""
     import netns
+
+    from usertcp.demo import kernel_send
+    from usertcp.sources import BytesSource
 
     with netns.enter(lab.ns_sender):
-        s = socket.create_connection((lab.receiver_ip, port), timeout=30)
-    with s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        while s.recv(4096):
-            pass
+        kernel_send((lab.receiver_ip, port), BytesSource(data), "cubic")
 
 
 def wait_for(pred, timeout: float = 5.0, step: float = 0.01):

@@ -31,17 +31,22 @@ def delta(after, before):
     return {k: after[k] - before[k] for k in after}
 
 
-def test_256_mib_through_the_gate_matches_sha256(lab):
-    src = PatternSource(256 << 20, seed=7)
-    sink = SinkProcess(lab, 5101)
-    before = verdicts(lab)
-    rsts = tcp_out_rsts(lab.ns_sender)
+def transfer(lab, port, src, cc):
+    """Send `src` with the Python stack to a fresh sink; returns (SendResult, sink report)."""
+    sink = SinkProcess(lab, port)
     try:
         with netns.enter(lab.ns_sender):
-            result = send((lab.receiver_ip, 5101), src, "cubic")
-        report = sink.report()
+            result = send((lab.receiver_ip, port), src, cc)
+        return result, sink.report()
     finally:
         sink.close()
+
+
+def test_256_mib_through_the_gate_matches_sha256(lab):
+    src = PatternSource(256 << 20, seed=7)
+    before = verdicts(lab)
+    rsts = tcp_out_rsts(lab.ns_sender)
+    result, report = transfer(lab, 5101, src, "cubic")
     assert result.conn.error is None
     assert report["bytes"] == src.size
     assert report["sha256"] == src.sha256()
@@ -63,13 +68,9 @@ def test_file_source(lab, tmp_path):
     data = hashlib.sha256(b"seed").digest() * 200_000  # 6.4 MB
     path.write_bytes(data)
     src = FileSource(path)
-    sink = SinkProcess(lab, 5102)
     try:
-        with netns.enter(lab.ns_sender):
-            result = send((lab.receiver_ip, 5102), src, "newreno")
-        report = sink.report()
+        result, report = transfer(lab, 5102, src, "newreno")
     finally:
-        sink.close()
         src.close()
     assert result.conn.error is None
     assert report["sha256"] == hashlib.sha256(data).hexdigest()

@@ -29,9 +29,10 @@ from .sources import PatternSource
 SINK_PORT = 5001
 
 
-def _tcp_out_rsts() -> int:
-    """Tcp OutRsts of the calling thread's network namespace (RFC 1213 tcpOutRsts)."""
-    with open("/proc/thread-self/net/snmp") as f:
+def tcp_out_rsts(ns: str) -> int:
+    """Tcp OutRsts of namespace `ns` (RFC 1213 tcpOutRsts): read through /proc/thread-self,
+    because /proc/net follows the main thread's namespace, not the one `enter` moved us to."""
+    with netns.enter(ns), open("/proc/thread-self/net/snmp") as f:
         lines = [line.split() for line in f if line.startswith("Tcp:")]
     return int(lines[1][lines[0].index("OutRsts")])
 
@@ -80,8 +81,9 @@ def _report(sink: SinkProcess) -> dict:
         raise UserError(str(exc)) from None
 
 
-def kernel_send(remote: tuple[str, int], source, cc: str) -> float:
-    """Send `source` with a kernel TCP socket using congestion control `cc`; returns seconds."""
+def kernel_send(remote: tuple[str, int], source, cc: str) -> tuple[float, str]:
+    """Send `source` with a kernel TCP socket using congestion control `cc`; returns (seconds,
+    the algorithm the kernel actually used)."""
     start = time.monotonic()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -119,15 +121,13 @@ def run_demo(args) -> int:
         except RuntimeError as exc:
             raise UserError(str(exc)) from None
         expected = source.sha256()
-        with netns.enter(lab.ns_sender):
-            rsts_before = _tcp_out_rsts()
+        rsts_before = tcp_out_rsts(lab.ns_sender)
         cap = Capture(lab.ns_sender, lab.sender_if, f"tcp port {SINK_PORT}", pcap)
         remote = (lab.receiver_ip, SINK_PORT)
         result = run_send(remote, source, args.cc, lab.ns_sender)
         ours = _report(sink)
         cap.stop()
-        with netns.enter(lab.ns_sender):
-            rsts = _tcp_out_rsts() - rsts_before
+        rsts = tcp_out_rsts(lab.ns_sender) - rsts_before
         st = gate.status(lab.ns_sender, lab.sender_if)
         ok, packets, complaint = cap.check()
         summary["usertcp"] = send_summary(result)

@@ -24,6 +24,7 @@ from .segment import Transmission
 class Flow:
     conn: Connection
     builder: FrameBuilder
+    key: tuple[bytes, int, int]  # (remote address, remote port, local port), as packets demultiplex
     outbox: deque[Transmission] = field(default_factory=deque)
     events: list[Event] = field(default_factory=list)
 
@@ -40,10 +41,14 @@ class EventLoop:
 
     def add(self, conn: Connection, builder: FrameBuilder) -> Flow:
         key = (socket.inet_aton(conn.remote[0]), conn.remote[1], conn.local[1])
-        flow = Flow(conn, builder)
+        flow = Flow(conn, builder, key)
         self.flows[key] = flow
-        self.dp.set_ports([k[2] for k in self.flows])
+        self._refresh_ports()
         return flow
+
+    def _refresh_ports(self) -> None:
+        """The socket filter admits exactly the local ports of the flows still running."""
+        self.dp.set_ports([k[2] for k in self.flows])
 
     def _send(self, flow: Flow, txs) -> None:
         outbox = flow.outbox
@@ -91,11 +96,9 @@ class EventLoop:
         self._poll.poll(int(wait * 1000) + (1 if wait > 0 else 0))
 
     def _retire(self, flow: Flow) -> None:
-        for key, f in list(self.flows.items()):
-            if f is flow:
-                del self.flows[key]
+        del self.flows[flow.key]
         self.finished.append(flow)
-        self.dp.set_ports([k[2] for k in self.flows])
+        self._refresh_ports()
 
     def run(self, *, until: float | None = None, on_tick: Callable[[], None] | None = None,
             tick: float = 0.1) -> None:
