@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything usertcp needs on Debian bookworm, idempotently (run as root).
 #   - Debian packages: bcc (python3-bpfcc; PyPI's "bcc" is an unrelated project), iproute2,
-#     iperf3, tshark/dumpcap, python3-venv.
+#     iperf3, tshark/dumpcap, python3-venv, ethtool, and iptables (the lab's delay line hangs
+#     off an NFQUEUE rule: this kernel has no sch_netem and no native nft queue).
 #   - Kernel headers for bcc when the running kernel ships none: Debian's cloud headers, linked as
 #     /lib/modules/$(uname -r)/build and .../source (see shared DESIGN.md: this is what worked here).
 #   - A virtual environment in .venv built on Debian's python3 with system site-packages, so
@@ -16,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-pkgs=(python3-bpfcc python3-venv iproute2 iperf3 tshark ethtool)
+pkgs=(python3-bpfcc python3-venv iproute2 iperf3 tshark ethtool iptables)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
