@@ -7,113 +7,88 @@ so `usertcp lab up` leaves it standing for experiments and `usertcp lab down` re
 from __future__ import annotations
 
 import argparse
-import decimal
+import json
 import os
-import re
 import sys
 from typing import Any
 
+from .config import (
+    LabConfig, fmt_rate, parse_bytes, parse_percent, parse_queue, parse_rate, parse_time, preset,
+    presets,
+)
+
 DEFAULT_NAME = "ut"
 
-_SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_RATE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(bit|bits|bit/s)?", re.IGNORECASE)
-_SIZE = {"": 1, "k": 10**3, "m": 10**6, "ki": 2**10, "mi": 2**20}
-_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ki|mi|k|m)?(b|bytes)?", re.IGNORECASE)
+
+def _arg(parse):
+    """An argparse `type=` from a config parser: argparse would print only "invalid <name> value"
+    for a ValueError, and the parsers' messages say what to write instead."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
 
 
-def parse_rate(text: str) -> int:
-    """A rate in bits/s from "100mbit", "1gbit", "50M", "1.5G", "800kbit" or plain "2000000".
-
-    Prefixes are decimal (k = 1000), as for link rates. "bps" and "B" are refused because
-    tc(8) reads "bps" as *bytes* per second while most people mean bits.
-    """
-    s = text.strip()
-    m = _RATE_RE.fullmatch(s)
-    if m is None:
-        if re.search(r"bps|B", s):
-            hint = "'bps'/'B' are ambiguous (tc reads bps as bytes/s); write 'mbit' or 'M'"
-        else:
-            hint = "use a number with an optional k/m/g/t prefix and 'bit', e.g. 100mbit, 1gbit, 50M"
-        raise argparse.ArgumentTypeError(f"invalid rate {text!r}: {hint}")
-    bps = decimal.Decimal(m.group(1)) * _SI[m.group(2).lower()]
-    if bps < 1 or bps != int(bps):
-        raise argparse.ArgumentTypeError(
-            f"invalid rate {text!r}: must be a whole number of bits/s, at least 1"
-        )
-    return int(bps)
-
-
-def parse_bytes(text: str) -> int:
-    """A size in bytes from "62500", "64k" (64 000), "1.25m", "64ki" (65 536) or "64kib"."""
-    m = _SIZE_RE.fullmatch(text.strip())
-    if m is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: use bytes with an optional k/m (x1000) or ki/mi (x1024) "
-            f"suffix, e.g. 62500, 64k, 64ki"
-        )
-    n = decimal.Decimal(m.group(1)) * _SIZE[(m.group(2) or "").lower()]
-    if n < 1 or n != int(n):
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: must be a whole number of bytes, at least 1"
-        )
-    return int(n)
-
-
-def fmt_rate(bps: float) -> str:
-    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:g} {unit}"
-    return f"{bps:g} bit/s"
-
-
-def _name_arg(p: argparse.ArgumentParser) -> None:
+def _name_arg(p: argparse.ArgumentParser, default: str | None = DEFAULT_NAME) -> None:
     p.add_argument(
         "--name",
-        default=DEFAULT_NAME,
+        default=default,
         help=f"lab name, 1-8 letters/digits (default: {DEFAULT_NAME}); "
-        "namespaces are NAME-snd, NAME-rtr, NAME-rcv",
+        "namespaces are NAME-snd[N], NAME-rtr, NAME-rcv",
     )
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `lab up|down|status` to a top-level argparse subparsers object."""
+    """Add `lab up|down|status|presets` to a top-level argparse subparsers object."""
     lab = subparsers.add_parser(
         "lab",
-        help="build, remove or inspect a sender-router-receiver lab (needs root)",
-        description="A line of three network namespaces, NAME-snd -- NAME-rtr -- NAME-rcv, "
-        "with an optional TBF bottleneck on the router's egress toward the receiver.",
+        help="build, remove or inspect a sender(s)-router-receiver lab (needs root)",
+        description="Network namespaces NAME-snd[2..N] -- NAME-rtr -- NAME-rcv: per-direction "
+        "delay (NFQUEUE delay line), a TBF bottleneck toward the receiver, random loss (XDP).",
     )
-    sub = lab.add_subparsers(dest="lab_command", metavar="{up,down,status}", required=True)
+    sub = lab.add_subparsers(dest="lab_command", metavar="{up,down,status,presets}", required=True)
 
-    up = sub.add_parser("up", help="build the lab (removing leftovers of one with that name)")
-    _name_arg(up)
-    up.add_argument(
-        "--rate",
-        type=parse_rate,
-        help="bottleneck rate in bits/s: 100mbit, 1gbit, 50M, or plain bits/s (default: none)",
+    up = sub.add_parser(
+        "up", help="build the lab (removing leftovers of one with that name)",
+        description="Build a lab. A --preset or a -c TOML file gives a base configuration; "
+        "flags override it. Delays are one-way: --delay 20ms gives a 40 ms RTT.",
     )
-    up.add_argument(
-        "--queue",
-        type=parse_bytes,
-        metavar="BYTES",
-        help="bottleneck queue limit in bytes (default: 10 ms at the rate, >= 20 frames)",
-    )
-    up.add_argument(
-        "--burst",
-        type=parse_bytes,
-        metavar="BYTES",
-        help="TBF bucket in bytes (default: ~1 ms at the rate; see netns/lab.py)",
-    )
-    up.add_argument("--mtu", type=int, default=1500, help="MTU of the lab's veths (default: 1500)")
+    _name_arg(up, default=None)
+    up.add_argument("-c", "--config", metavar="FILE", help="lab configuration in TOML (see `usertcp lab presets`)")
+    up.add_argument("--preset", help="a named configuration (list: `usertcp lab presets`)")
+    up.add_argument("--rate", type=_arg(parse_rate), help="bottleneck rate: 50mbit, 1gbit, 50M (default: none)")
+    up.add_argument("--delay", type=_arg(parse_time), help="one-way delay, each direction: 20ms, 150us")
+    up.add_argument("--delay-rev", type=_arg(parse_time), help="one-way delay receiver->sender (default: --delay)")
+    up.add_argument("--queue", type=_arg(parse_queue),
+                    help="bottleneck queue: 1bdp, 100p (packets), 256k (bytes) (default: 1 BDP with a "
+                    "delay, else 10 ms at the rate)")
+    up.add_argument("--burst", type=_arg(parse_bytes), metavar="BYTES",
+                    help="TBF bucket (default: ~1 ms at the rate; see netns/lab.py)")
+    up.add_argument("--loss", type=_arg(parse_percent), help="random loss of data packets: 0.1%%")
+    up.add_argument("--loss-rev", type=_arg(parse_percent), help="random loss of packets to the senders (ACKs)")
+    up.add_argument("--senders", type=int, help="sender namespaces sharing the bottleneck (default: 1)")
+    up.add_argument("--mtu", type=int, help="MTU of the lab's veths (default: 1500)")
+    up.add_argument("--json", action="store_true", help="print the lab's status as JSON")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="remove the lab (also after a crash)")
     _name_arg(down)
     down.set_defaults(func=cmd_down)
 
-    status = sub.add_parser("status", help="show the lab; exit 0 if it is up, 1 if not")
+    status = sub.add_parser("status", help="show the lab and its measured base RTT; exit 0 if it is up, 1 if not")
     _name_arg(status)
+    status.add_argument("--no-probe", action="store_true", help="skip the ICMP base-RTT probe")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
+
+    pre = sub.add_parser("presets", help="list the named lab configurations")
+    pre.add_argument("--json", action="store_true")
+    pre.set_defaults(func=cmd_presets)
     return lab
 
 
@@ -128,17 +103,29 @@ def _not_root(action: str) -> bool:
     return True
 
 
+def config_from_args(args: argparse.Namespace) -> LabConfig:
+    """The lab configuration a command line asks for: preset or file, then flags on top."""
+    if args.config and args.preset:
+        raise ValueError("give either --preset or -c/--config, not both")
+    overrides = {
+        "name": args.name, "rate": args.rate, "delay": args.delay, "delay_rev": args.delay_rev,
+        "queue": args.queue, "burst_bytes": args.burst, "loss": args.loss,
+        "loss_rev": args.loss_rev, "senders": args.senders, "mtu": args.mtu,
+    }
+    if args.preset:
+        return preset(args.preset, **overrides)
+    base = LabConfig.from_toml(args.config) if args.config else LabConfig()
+    return base.replace(**overrides)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     if _not_root("up"):
         return 1
     from .lab import Lab
 
     try:
-        lab = Lab(
-            args.name, rate=args.rate, queue_bytes=args.queue, mtu=args.mtu,
-            burst_bytes=args.burst,
-        )
-    except ValueError as e:
+        lab = Lab.from_config(config_from_args(args))
+    except (ValueError, OSError) as e:
         print(f"usertcp lab up: {e}", file=sys.stderr)
         return 2
     try:
@@ -146,14 +133,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     except Exception as e:  # LabError, OSError, NetlinkError: say what failed, not a traceback
         print(f"usertcp lab up: building lab {lab.name!r} failed: {e}", file=sys.stderr)
         return 1
-    path = f"{lab.ns_sender} {lab.sender_ip} -> {lab.ns_router} -> {lab.ns_receiver} {lab.receiver_ip}"
-    print(f"lab {lab.name!r} is up: {path}")
-    bn = lab.status()["bottleneck"]
+    st = lab.status(probe=True)
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    senders = ", ".join(f"{ns} {ip}" for ns, _, ip in (lab.sender(i) for i in range(len(lab.config.senders))))
+    print(f"lab {lab.name!r} is up: {senders} -> {lab.ns_router} -> {lab.ns_receiver} {lab.receiver_ip}")
+    print(f"path: {lab.config.describe()}")
+    bn = st["bottleneck"]
     if bn and bn.get("kind") == "tbf":
         print(
             f"bottleneck on {lab.router_receiver_if}: tbf {fmt_rate(bn['rate_bps'])}, "
             f"queue {bn['limit_bytes']} B, burst {bn['burst_bytes']} B"
         )
+    _print_rtt(st)
     print(f"run a command inside: nsenter --net=/run/netns/{lab.ns_sender} -- COMMAND")
     return 0
 
@@ -191,14 +184,46 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     from .lab import status
 
-    st, code = _lab_call("status", "reading", status, args.name)
+    st, code = _lab_call("status", "reading", lambda n: status(n, probe=not args.no_probe), args.name)
     if code is not None:
         return code
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0 if st["up"] else 1
     if not st["exists"]:
         print(f"lab {args.name!r} is down")
         return 1
     _print_status(st)
     return 0 if st["up"] else 1
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    table = presets()
+    if args.json:
+        print(json.dumps({n: {"description": d, **c.to_dict()} for n, (d, c) in table.items()}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="lab presets: usertcp lab up --preset NAME [flags override]", title_justify="left")
+    for col in ("name", "path", "what it models"):
+        t.add_column(col)
+    for name, (description, config) in table.items():
+        t.add_row(name, config.describe(), description)
+    Console().print(t)
+    return 0
+
+
+def _print_rtt(st: dict[str, Any]) -> None:
+    for r in st.get("base_rtt") or []:
+        conf = f" (configured {r['configured_ms']:g} ms)" if r["configured_ms"] is not None else ""
+        if r["min_ms"] is None:
+            print(f"base RTT from {r['namespace']}: no reply to {r['sent']} probes{conf}")
+        else:
+            print(
+                f"base RTT from {r['namespace']}: min {r['min_ms']:.3f} / median {r['median_ms']:.3f} "
+                f"/ max {r['max_ms']:.3f} ms, {r['lost']}/{r['sent']} lost{conf}"
+            )
 
 
 def _print_status(st: dict[str, Any]) -> None:
@@ -220,17 +245,55 @@ def _print_status(st: dict[str, Any]) -> None:
     for ifname in st["root_leftovers"]:
         table.add_row("(root)", ifname, "[red]leftover[/red]", "", "")
     console.print(table)
+    if st["description"]:
+        console.print(f"path: {st['description']}")
     bn = st["bottleneck"]
     if bn and bn.get("kind") == "tbf":
         console.print(
-            f"bottleneck {name}-r1: tbf {fmt_rate(bn['rate_bps'])}, queue {bn['limit_bytes']} B, "
+            f"bottleneck {name}-rc: tbf {fmt_rate(bn['rate_bps'])}, queue {bn['limit_bytes']} B, "
             f"burst {bn['burst_bytes']} B; sent {bn.get('sent_packets', 0)} pkts, "
             f"dropped {bn.get('drops', 0)}, backlog {bn.get('backlog_bytes', 0)} B"
         )
     elif bn:
-        console.print(f"bottleneck {name}-r1: none (qdisc {bn.get('kind')})")
+        console.print(f"bottleneck {name}-rc: none (qdisc {bn.get('kind')})")
+    _print_delay(console, st["delay"])
+    for direction, c in (st["loss"] or {}).items():
+        if c:
+            rate = c["dropped"] / c["packets"] if c["packets"] else 0.0
+            console.print(
+                f"{direction} loss: p={c['probability']:.4%}, dropped {c['dropped']} of "
+                f"{c['packets']} packets ({rate:.4%})"
+            )
+    _print_rtt(st)
     if not st["up"]:
         console.print(
             f"the lab is incomplete: rebuild with `usertcp lab up --name {name}` "
             f"or remove it with `usertcp lab down --name {name}`"
         )
+
+
+def _print_delay(console: Any, delay: dict[str, Any] | None) -> None:
+    """The delay line's queues, and loudly whether it is dead or stalled."""
+    if delay is None:
+        return
+    from rich.table import Table
+
+    if not delay["alive"]:
+        console.print(
+            f"[red]delay line DEAD[/red] (pid {delay['pid']}): delayed routes forward nothing; "
+            f"see {delay['log']}, then rebuild with `usertcp lab up`"
+        )
+    elif delay["stalled"]:
+        console.print(f"[red]delay line STALLED[/red] (pid {delay['pid']}): no report for "
+                      f"{delay['heartbeat_age_s'] or 0:.1f} s")
+    t = Table(title=f"delay line (pid {delay['pid']})", title_justify="left")
+    for col in ("sender", "direction", "delay", "packets", "held", "release error p50/p99/max us",
+                "queue drops", "undelivered drops"):
+        t.add_column(col)
+    for q in delay["queues"].values():
+        err = "/".join("-" if q.get(k) is None else f"{q[k]:g}" for k in ("err_p50_us", "err_p99_us", "late_max_us"))
+        t.add_row(
+            str(q["sender"]), q["direction"], f"{q['delay_s'] * 1e3:g} ms", str(q["packets"]),
+            str(q["held"]), err, str(q.get("queue_dropped", "-")), str(q.get("user_dropped", "-")),
+        )
+    console.print(t)

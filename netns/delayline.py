@@ -31,12 +31,14 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from .ns import _open_target, _setns, path
+from .ns import LabError, _open_target, _setns, command, path
 from .nfqueue import Packet, QueueSocket, batch_verdict, kernel_counters, parse
 
 #: How often the stats file is rewritten and the namespace checked.
@@ -228,6 +230,158 @@ class DelayLine:
         self.running = False
 
 
+# -- control side: used by netns.lab in the process that builds the lab ----------------------
+
+#: Priority of the delay line under SCHED_FIFO. The delay line is the lab's "wire": the
+#: endpoints' processes must not be able to starve it on a two-core machine (measured here:
+#: normal scheduling let single wake-ups slip by 3-6 ms while other work ran, SCHED_FIFO kept
+#: them under 0.2 ms). The kernel's RT throttling still caps it at 95% of a core.
+REALTIME_PRIORITY = 10
+START_TIMEOUT = 10.0
+#: A delay line whose stats file is older than this is reported as stalled.
+HEARTBEAT_STALE = 3 * STATS_INTERVAL + 1.0
+MODULE = "netns.delayline"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One direction of one sender's path through the router, and its delay."""
+
+    queue: int  # NFQUEUE number
+    in_if: str  # router interface the packets arrive on
+    out_if: str  # router interface they leave by
+    delay: float  # seconds
+
+
+def install_rules(router_ns: str, routes: list[Route]) -> None:
+    """Send each route's forwarded packets to its queue (iptables mangle FORWARD, NFQUEUE target).
+
+    No --queue-bypass: with no listener the kernel drops, so a dead delay line stops the lab
+    instead of silently removing the delay. One iptables-restore call adds all rules at once.
+    iptables is the one tool here without a maintained Python binding for the nft backend;
+    native nft `queue` is absent on this kernel, the xt NFQUEUE target works (DESIGN.md).
+    """
+    lines = ["*mangle"]
+    for r in routes:
+        lines.append(f"-A FORWARD -i {r.in_if} -o {r.out_if} -j NFQUEUE --queue-num {r.queue}")
+    lines.append("COMMIT\n")
+    done = subprocess.run(
+        command(router_ns, ["iptables-restore", "-w", "--noflush"]),
+        input="\n".join(lines), text=True, capture_output=True,
+    )
+    if done.returncode != 0:
+        raise LabError(
+            f"iptables-restore in {router_ns} failed ({done.stderr.strip()}): is the iptables "
+            f"package installed (run tools/bootstrap.sh) and the kernel's NFQUEUE target available?"
+        )
+
+
+def start(router_ns: str, state_dir: Path, routes: list[Route], maxlen: int) -> int:
+    """Start the delay line for `routes` in `router_ns`; return its pid once its queues are bound.
+
+    It runs in its own session (a Ctrl-C in the shell that built the lab does not kill the
+    lab's wire) with stderr in state_dir/delay.log. Raises LabError with the reason if it does
+    not come up.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", MODULE, "--netns", router_ns, "--state-dir", str(state_dir),
+            "--maxlen", str(maxlen), "--realtime", str(REALTIME_PRIORITY)]
+    for r in routes:
+        argv += ["--queue", f"{r.queue}:{r.delay!r}"]
+    rfd, wfd = os.pipe()
+    log_path = state_dir / "delay.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv + ["--ready-fd", str(wfd)], pass_fds=(wfd,), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, start_new_session=True,
+        )
+    os.close(wfd)
+    try:
+        ready, _, _ = select.select((rfd,), (), (), START_TIMEOUT)
+        answer = os.read(rfd, 4096).decode(errors="replace").strip() if ready else ""
+    finally:
+        os.close(rfd)
+    if answer != "ready":
+        stop(proc.pid)
+        reason = answer.removeprefix("error: ") or f"no answer within {START_TIMEOUT:g} s"
+        raise LabError(f"the delay line in {router_ns} did not start: {reason} (log: {log_path})")
+    (state_dir / "delay.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def is_delay_line(pid: int, router_ns: str | None = None) -> bool:
+    """True if `pid` is a live delay line (of `router_ns`, if given): never signal a stranger
+    that reused the pid."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if MODULE.encode() not in argv:
+        return False
+    if router_ns is None:
+        return True
+    try:
+        return argv[argv.index(b"--netns") + 1] == router_ns.encode()
+    except (ValueError, IndexError):
+        return False
+
+
+def processes(router_ns: str) -> list[int]:
+    """Pids of every delay line running for `router_ns` (normally one; more after a crash)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_delay_line(int(entry), router_ns):
+            pids.append(int(entry))
+    return pids
+
+
+def stop(pid: int, timeout: float = 2.0) -> None:
+    """SIGTERM, wait, then SIGKILL. On exit the kernel drops the packets it still held."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it
+                if done:
+                    return
+            except ChildProcessError:  # not our child: poll for its exit
+                if not os.path.exists(f"/proc/{pid}"):
+                    return
+            time.sleep(0.01)
+
+
+def status(state_dir: Path, router_ns: str) -> dict | None:
+    """The delay line's own report plus liveness: None if this lab has no delay line.
+
+    `alive` is False when the process is gone (then the lab forwards nothing on delayed
+    routes) and `stalled` when it lives but has not reported for HEARTBEAT_STALE seconds.
+    """
+    pid_file = state_dir / "delay.pid"
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().strip() or 0)
+    try:
+        report = json.loads((state_dir / "delay.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        report = {}
+    alive = is_delay_line(pid, router_ns)
+    age = time.time() - report["heartbeat"] if "heartbeat" in report else None
+    return {
+        "pid": pid,
+        "alive": alive,
+        "stalled": alive and (age is None or age > HEARTBEAT_STALE),
+        "heartbeat_age_s": age,
+        "queues": report.get("queues", {}),
+        "kernel": report.get("kernel", {}),
+        "log": str(state_dir / "delay.log"),
+    }
+
+
 def _enter_netns(name: str) -> None:
     """Move this (still single-threaded) process into network namespace `name` for good."""
     fd = _open_target(name)
@@ -272,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
             _enter_netns(args.netns)
         _low_timer_slack()
         if args.realtime:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime))
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime))
+            except OSError as e:  # e.g. in a container without CAP_SYS_NICE: slower, still right
+                print(f"delay line: SCHED_FIFO refused ({e}); running with normal priority",
+                      file=sys.stderr)
         line = DelayLine(dict(args.queue), args.state_dir, args.maxlen, args.netns)
     except Exception as e:  # noqa: BLE001 - whatever stops start-up goes to the parent
         report(f"error: {e}")

@@ -1,16 +1,28 @@
-"""The lab: three network namespaces in a line, sender -- router -- receiver.
+"""The lab: sender namespaces -- one router -- one receiver, with delay, a bottleneck and loss.
 
-    {name}-snd                 {name}-rtr                       {name}-rcv
-    {name}-s0 198.18.1.1/24 -- {name}-r0 198.18.1.254/24
-                               {name}-r1 198.18.2.254/24 -- {name}-c0 198.18.2.1/24
-                               (TBF bottleneck on egress)
+    {name}-snd   {name}-s0 198.18.1.1/24 -- {name}-r0 198.18.1.254/24   {name}-rtr
+    {name}-snd2  {name}-s1 198.18.2.1/24 -- {name}-r1 198.18.2.254/24   (one per sender, up to 64)
+    ...                                     {name}-rc 198.19.0.254/24 -- {name}-c0 198.19.0.1/24  {name}-rcv
 
-The router forwards between the two /24s; the sender and the receiver have default routes via
-the router. Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range) and are the same in
-every lab: labs are separate namespaces, so they never see each other. Nothing of a lab stays in
-the root namespace but the three files under /run/netns.
+Every sender has its own namespace, veth and /24; all of them share the router's one egress
+toward the receiver, so they share one bottleneck. Addresses come from 198.18.0.0/15 (RFC 2544
+benchmarking range) and are the same in every lab: labs are separate namespaces.
 
-Built with pyroute2 (0.9.7) over netlink; nothing here shells out to `ip` or `tc`. Sysctls
+The path, in the order a data packet meets it (netem's knobs, built from what this kernel has):
+  * delay: the router's mangle FORWARD chain sends each direction of each sender's path to its
+    own NFQUEUE, and the delay line process (netns/delayline.py) releases the packets after the
+    configured one-way delay. Packets stay in the kernel; per-sender queues allow per-sender RTTs.
+  * bottleneck: TBF on the router's egress toward the receiver ({name}-rc); its queue limit
+    is the bottleneck buffer (bytes, packets or BDPs; netns/config.py).
+  * loss: an XDP program (bpf/loss.c, netns/loss.py) on the receiver's interface drops data
+    packets at random, after TBF has cut GSO bundles into MTU-sized packets; reverse loss (ACKs)
+    is the same program on the router's interface toward the receiver.
+
+State that must outlive the process that built the lab -- the delay line's pid, its stats, the
+configuration -- lives in /run/usertcp/labs/{name}/. Nothing else of a lab stays in the root
+namespace but the namespace files under /run/netns.
+
+Built with pyroute2 (0.9.7) over netlink; `iptables-restore` adds the NFQUEUE rules. Sysctls
 (forwarding, IPv6 off) are plain writes to /proc/sys from inside the namespace.
 
 How pyroute2 is used, and why:
@@ -32,29 +44,36 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .ns import LabError, _setns, _unshare_net, current, enter, exists, path
+from . import delayline
+from .config import ETH_HLEN, LabConfig, QueueSpec, validate_name
+from .ns import NETNS_DIR, LabError, _setns, _unshare_net, current, enter, exists, path
 
 log = logging.getLogger(__name__)
 
-SENDER_IP = "198.18.1.1"
-ROUTER_SENDER_IP = "198.18.1.254"
-ROUTER_RECEIVER_IP = "198.18.2.254"
-RECEIVER_IP = "198.18.2.1"
+#: Sender i (0-based) is 198.18.{i+1}.1/24 behind router address 198.18.{i+1}.254.
+SENDER_NET = "198.18.{}"
+RECEIVER_IP = "198.19.0.1"
+ROUTER_RECEIVER_IP = "198.19.0.254"
+SENDER_IP = SENDER_NET.format(1) + ".1"
+ROUTER_SENDER_IP = SENDER_NET.format(1) + ".254"
 PREFIXLEN = 24
+MAX_SENDERS = 64
 
-ETH_HLEN = 14
 #: TBF's rate field is a u32 in bytes/s (struct tc_ratespec); faster needs TCA_TBF_RATE64,
 #: which pyroute2 0.9.7's tbf module does not send.
 MAX_RATE_BPS = (2**32 - 1) * 8
@@ -63,34 +82,31 @@ GSO_MAX_BYTES = 65536
 #: TBF's bucket travels as a time in psched ticks of 64 ns (PSCHED_SHIFT 6,
 #: include/net/pkt_sched.h); the kernel turns it back into bytes rounding down.
 PSCHED_TICK_NS = 64
+#: Packets each delay queue may hold. The kernel allocates nothing up front; what bounds the
+#: real number is the senders' windows. The kernel's default (1024) would drop at ~12 Mbit/s
+#: x 1 s, silently as far as the sender can tell; this covers 10 Gbit/s x 500 ms of bundles.
+DELAY_QUEUE_MAXLEN = 1_000_000
+#: Where a lab keeps what outlives the process that built it (pid, stats, configuration).
+STATE_ROOT = Path(os.environ.get("USERTCP_RUN_DIR", "/run/usertcp")) / "labs"
 
-_NAME_RE = re.compile(r"[A-Za-z0-9]{1,8}")
-
-
-def validate_name(name: str) -> str:
-    """A lab name: 1-8 ASCII letters or digits.
-
-    Interface names are limited to 15 bytes (IFNAMSIZ 16 with the NUL); the longest one we build
-    is "{name}-s0", so 8 characters leave room, and a plain alphabet keeps names safe in paths
-    and shell commands.
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"invalid lab name {name!r}: use 1 to 8 ASCII letters or digits (e.g. 'ut', 'lab2'), "
-            f"so that interface names like '{{name}}-s0' fit in Linux's 15-character limit"
-        )
-    return name
+def state_dir(name: str) -> Path:
+    return STATE_ROOT / validate_name(name)
 
 
 @dataclasses.dataclass(frozen=True)
 class Names:
-    """Every name a lab uses, derived from its name alone (so `down(name)` needs no object)."""
+    """Every name a lab uses, derived from its name and sender count (so `down(name)` needs no
+    object: it finds the count from what exists)."""
 
     name: str
+    senders: int = 1
+
+    def ns_sender(self, i: int = 0) -> str:
+        return f"{self.name}-snd" if i == 0 else f"{self.name}-snd{i + 1}"
 
     @property
-    def ns_sender(self) -> str:
-        return f"{self.name}-snd"
+    def ns_senders(self) -> tuple[str, ...]:
+        return tuple(self.ns_sender(i) for i in range(self.senders))
 
     @property
     def ns_router(self) -> str:
@@ -101,52 +117,81 @@ class Names:
         return f"{self.name}-rcv"
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return (self.ns_sender, self.ns_router, self.ns_receiver)
+    def namespaces(self) -> tuple[str, ...]:
+        return (*self.ns_senders, self.ns_router, self.ns_receiver)
 
-    @property
-    def sender_if(self) -> str:
-        return f"{self.name}-s0"
+    def sender_if(self, i: int = 0) -> str:
+        return f"{self.name}-s{i}"
 
-    @property
-    def router_sender_if(self) -> str:
-        return f"{self.name}-r0"
+    def router_sender_if(self, i: int = 0) -> str:
+        return f"{self.name}-r{i}"
 
     @property
     def router_receiver_if(self) -> str:
-        return f"{self.name}-r1"
+        return f"{self.name}-rc"
 
     @property
     def receiver_if(self) -> str:
         return f"{self.name}-c0"
 
     @property
-    def interfaces(self) -> tuple[str, str, str, str]:
-        return (self.sender_if, self.router_sender_if, self.router_receiver_if, self.receiver_if)
+    def interfaces(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for i in range(self.senders):
+            out += [self.sender_if(i), self.router_sender_if(i)]
+        return (*out, self.router_receiver_if, self.receiver_if)
+
+    def veth_pairs(self) -> list[tuple[str, str]]:
+        pairs = [(self.sender_if(i), self.router_sender_if(i)) for i in range(self.senders)]
+        return pairs + [(self.router_receiver_if, self.receiver_if)]
 
     def layout(self) -> list[tuple[str, str, str]]:
         """(namespace, interface, address/prefix) for every lab interface."""
-        return [
-            (self.ns_sender, self.sender_if, f"{SENDER_IP}/{PREFIXLEN}"),
-            (self.ns_router, self.router_sender_if, f"{ROUTER_SENDER_IP}/{PREFIXLEN}"),
-            (self.ns_router, self.router_receiver_if, f"{ROUTER_RECEIVER_IP}/{PREFIXLEN}"),
-            (self.ns_receiver, self.receiver_if, f"{RECEIVER_IP}/{PREFIXLEN}"),
-        ]
+        out = []
+        for i in range(self.senders):
+            net = SENDER_NET.format(i + 1)
+            out.append((self.ns_sender(i), self.sender_if(i), f"{net}.1/{PREFIXLEN}"))
+            out.append((self.ns_router, self.router_sender_if(i), f"{net}.254/{PREFIXLEN}"))
+        out.append((self.ns_router, self.router_receiver_if, f"{ROUTER_RECEIVER_IP}/{PREFIXLEN}"))
+        out.append((self.ns_receiver, self.receiver_if, f"{RECEIVER_IP}/{PREFIXLEN}"))
+        return out
+
+    def is_ours(self, ifname: str) -> bool:
+        """True for any interface name this lab could have made, whatever its sender count."""
+        return re.fullmatch(rf"{re.escape(self.name)}-(s\d+|r\d+|rc|c0)", ifname) is not None
+
+    @classmethod
+    def discover(cls, name: str) -> "Names":
+        """The names of lab `name` as it exists now: the sender count is read off /run/netns."""
+        validate_name(name)
+        count = 1
+        try:
+            entries = os.listdir(NETNS_DIR)
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            m = re.fullmatch(rf"{re.escape(name)}-snd(\d+)", entry)
+            if m and 2 <= int(m.group(1)) <= MAX_SENDERS:
+                count = max(count, int(m.group(1)))
+        return cls(name, count)
 
 
 # --------------------------------------------------------------------------------------------
 # Bottleneck parameters
 
 
-def default_queue_bytes(rate: int, mtu: int = 1500) -> int:
-    """The bottleneck queue when none is given: 10 ms at the rate, at least 20 full frames.
+def default_queue_bytes(rate: int, mtu: int = 1500, rtt: float = 0.0) -> int:
+    """The bottleneck queue when none is given: one BDP on a path with delay, else 10 ms at the
+    rate; at least 20 full frames either way.
 
-    10 ms is a BDP-sized buffer for the short RTTs of a lab without a delay line and a fraction
-    of one with it (experiments that care pass queue_bytes = their BDP). The floor of 20 frames
-    keeps slow links from holding fewer packets than a TCP initial window (10) plus room.
-    At 50 Mbit/s: 62 500 B; at 1 Gbit/s: 1.25 MB; at 1 Mbit/s: 30 280 B (with mtu 1500).
+    One BDP (rate x base RTT) is the classic buffer for a single long flow and what most CC
+    papers configure; without a delay line the lab's RTT is tens of microseconds, so 10 ms at
+    the rate stands in. The floor of 20 frames keeps slow links from holding fewer packets than
+    a TCP initial window (10) plus room. At 50 Mbit/s: 62 500 B (40 ms RTT: 250 000 B); at
+    1 Gbit/s: 1.25 MB; at 1 Mbit/s: 30 280 B (with mtu 1500).
     """
-    return int(max(20 * (mtu + ETH_HLEN), rate / 8 * 0.010))
+    span = rtt if rtt > 0 else 0.010
+    return int(max(20 * (mtu + ETH_HLEN), rate / 8 * span))
 
 
 def default_burst_bytes(rate: int, mtu: int = 1500) -> int:
@@ -277,7 +322,21 @@ def _create_netns(ns: str) -> None:
         os.close(original)
 
 
-def _create_namespaces(names: Names) -> None:
+def tcp_buffer_max(config: LabConfig) -> int:
+    """The largest TCP socket buffer (tcp_rmem/tcp_wmem max) the lab's end hosts may grow to.
+
+    A new namespace starts with the kernel's defaults (6 MB receive, 4 MB send), which cap a
+    kernel TCP flow at buffer / RTT: ~600 Mbit/s at 40 ms (measured here: 250-600 Mbit/s on a
+    1 Gbit/s, 40 ms lab). The lab is for filling its pipe, so the ends may grow buffers to four
+    times the largest BDP any sender has (rate unknown: 10 Gbit/s), as any long-fat-network
+    tuning guide advises, at least the defaults and at most 1 GiB.
+    """
+    rtt = max(s.delay + s.delay_rev for s in config.senders)
+    bdp = (config.rate or 10**10) / 8 * rtt
+    return int(min(2**30, max(6 << 20, 4 * bdp)))
+
+
+def _create_namespaces(names: Names, buffer_max: int) -> None:
     for ns in names.namespaces:
         _create_netns(ns)
         with enter(ns):
@@ -289,18 +348,18 @@ def _create_namespaces(names: Names) -> None:
             # Forwarding only on the router; set explicitly on the ends too, because a new
             # namespace may inherit the root's value (net.core.devconf_inherit_init_net).
             _write_sysctl("net/ipv4/ip_forward", "1" if ns == names.ns_router else "0")
+            if ns != names.ns_router:  # per-namespace since Linux 4.15
+                _write_sysctl("net/ipv4/tcp_rmem", f"4096 131072 {buffer_max}")
+                _write_sysctl("net/ipv4/tcp_wmem", f"4096 16384 {buffer_max}")
 
 
 def _create_veths(names: Names, mtu: int) -> None:
-    """Create both veth pairs in the caller's namespace and move each end to its namespace.
+    """Create every veth pair in the caller's namespace and move each end to its namespace.
 
     They are created where we are (the root namespace) under names unique to this lab, so two
     labs being built at once cannot collide, then moved; they keep their names inside.
     """
-    pairs = [
-        (names.sender_if, names.router_sender_if),
-        (names.router_receiver_if, names.receiver_if),
-    ]
+    pairs = names.veth_pairs()
     home = {ifname: ns for ns, ifname, _ in names.layout()}
     with _ipr_in(None) as ipr:
         for a, b in pairs:
@@ -325,8 +384,9 @@ def _configure_namespace(names: Names, ns: str) -> None:
             address, prefixlen = cidr.split("/")
             ipr.addr("add", index=idx, address=address, prefixlen=int(prefixlen))
             ipr.link("set", index=idx, state="up")
-        if ns == names.ns_sender:
-            ipr.route("add", dst="0.0.0.0/0", gateway=ROUTER_SENDER_IP)
+        if ns in names.ns_senders:
+            i = names.ns_senders.index(ns)
+            ipr.route("add", dst="0.0.0.0/0", gateway=SENDER_NET.format(i + 1) + ".254")
         elif ns == names.ns_receiver:
             ipr.route("add", dst="0.0.0.0/0", gateway=ROUTER_RECEIVER_IP)
 
@@ -428,29 +488,68 @@ def _remove_namespace(ns: str) -> bool:
     return True
 
 
-def _delete_link(ipr: IPRoute, index: int) -> None:
+def _delete_link(ipr: IPRoute, index: int) -> bool:
+    """Delete a link; False if it was already gone (e.g. deleted with its veth peer just now)."""
     try:
         ipr.link("del", index=index)
     except NetlinkError as e:
-        # ENODEV: already gone, e.g. deleted together with its veth peer a moment ago.
         if e.code != errno.ENODEV:
             raise
+        return False
+    return True
+
+
+def _loss_points(names: Names) -> dict[str, tuple[str, str]]:
+    """Where each direction's loss program sits: (namespace, interface).
+
+    Forward (data) loss on the receiver's ingress, after TBF has cut GSO bundles into packets
+    (XDP there also sees every packet singly: veth turns off GSO toward an XDP peer); reverse
+    (ACK) loss on the router's ingress from the receiver, before the delay line.
+    """
+    return {
+        "forward": (names.ns_receiver, names.receiver_if),
+        "reverse": (names.ns_router, names.router_receiver_if),
+    }
+
+
+def _own_loss_pins(names: Names) -> bool:
+    """Cheap check (no bcc import) whether any loss program of this lab left pins behind."""
+    from usertcp.gate import BPFFS
+
+    try:
+        return any(
+            e.startswith(f"{ns}--{ifname}") for e in os.listdir(BPFFS)
+            for ns, ifname in _loss_points(names).values()
+        )
+    except FileNotFoundError:
+        return False
 
 
 def down(name: str) -> list[str]:
-    """Remove lab `name`: its three namespaces and any of its veths left in our namespace.
+    """Remove lab `name`: its delay line, loss programs, namespaces, leftover veths and state.
 
-    Works without a Lab object (after a crash) and on a partly built or already removed lab.
-    Returns what it removed (namespace and interface names), for messages.
+    Works without a Lab object (after a crash), whatever its sender count, and on a partly built
+    or already removed lab. The delay line goes first: it lives inside the router namespace and
+    would keep it alive. Returns what it removed (for messages).
     """
-    names = Names(validate_name(name))
-    removed = [ns for ns in names.namespaces if _remove_namespace(ns)]
+    names = Names.discover(name)
+    removed: list[str] = []
+    for pid in delayline.processes(names.ns_router):
+        delayline.stop(pid)
+        removed.append(f"delay line (pid {pid})")
+    if _own_loss_pins(names):
+        from . import loss
+
+        for direction, (ns, ifname) in _loss_points(names).items():
+            if loss.detach(ns, ifname):
+                removed.append(f"{direction} loss on {ifname}")
+    removed += [ns for ns in names.namespaces if _remove_namespace(ns)]
     with _ipr_in(None) as ipr:
-        for ifname in names.interfaces:
-            idx = _index(ipr, ifname)
-            if idx is not None:
-                _delete_link(ipr, idx)
+        for link in ipr.get_links():
+            ifname = link.get_attr("IFLA_IFNAME")
+            if names.is_ours(ifname) and _delete_link(ipr, link["index"]):
                 removed.append(ifname)
+    shutil.rmtree(STATE_ROOT / name, ignore_errors=True)
     return removed
 
 
@@ -517,25 +616,57 @@ def _interfaces_in(ipr: IPRoute, ns: str | None, wanted: set[str]) -> list[dict[
     return out
 
 
-def status(name: str) -> dict[str, Any]:
-    """What exists of lab `name`, read from the kernel; never creates or changes anything.
+def _read_config(name: str) -> LabConfig | None:
+    try:
+        doc = json.loads((STATE_ROOT / name / "config.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return LabConfig.from_dict(doc, source=str(STATE_ROOT / name / "config.json"))
 
-    Keys: name; exists (any trace of the lab); up (all three namespaces and all four interfaces
-    up with their addresses); namespaces {ns: present}; interfaces [{namespace, ifname, state,
-    admin_up, mtu, addresses}]; root_leftovers [veth names left in our namespace by a crash];
-    bottleneck (the root qdisc on {name}-r1: kind, rate_bps, burst_bytes, limit_bytes and
-    counters, or None when the router is missing).
+
+def _delay_routes(names: Names, config: LabConfig) -> list[delayline.Route]:
+    """One NFQUEUE per direction per sender (queue 2i forward, 2i+1 reverse), only where the
+    delay is not zero: a zero-delay direction is plain forwarding, at no cost."""
+    routes = []
+    for i, spec in enumerate(config.senders):
+        if spec.delay > 0:
+            routes.append(delayline.Route(2 * i, names.router_sender_if(i), names.router_receiver_if, spec.delay))
+        if spec.delay_rev > 0:
+            routes.append(delayline.Route(2 * i + 1, names.router_receiver_if, names.router_sender_if(i), spec.delay_rev))
+    return routes
+
+
+def _label_queues(report: dict[str, Any]) -> None:
+    for num, q in report["queues"].items():
+        q["sender"] = int(num) // 2
+        q["direction"] = "forward" if int(num) % 2 == 0 else "reverse"
+        q.update({k: v for k, v in report["kernel"].get(num, {}).items() if k != "portid"})
+
+
+def status(name: str, probe: bool = False) -> dict[str, Any]:
+    """What exists of lab `name`, read from the kernel and the lab's state; changes nothing.
+
+    Keys: name; exists (any trace of the lab); up (every namespace and interface up with its
+    address, and the delay line alive if the lab has one); config (the LabConfig as a dict, or
+    None if the lab was not built by this version or the state is gone); namespaces {ns:
+    present}; interfaces [{namespace, ifname, state, admin_up, mtu, addresses}]; root_leftovers
+    [veth names left in our namespace by a crash]; bottleneck (the root qdisc on {name}-rc:
+    kind, rate_bps, burst_bytes, limit_bytes and counters, or None when the router is missing);
+    delay (netns.delayline.status with each queue labelled by sender and direction, or None);
+    loss {forward, reverse: the loss program's counters or None}; base_rtt (with probe=True:
+    per sender, an ICMP echo probe's min/median/max RTT in ms and how many were lost).
     """
-    names = Names(validate_name(name))
+    config = _read_config(validate_name(name))
+    names = Names(name, len(config.senders)) if config else Names.discover(name)
     present = {ns: exists(ns) for ns in names.namespaces}
-    wanted = set(names.interfaces)
     interfaces: list[dict[str, Any]] = []
     for ns, ok in present.items():
         if ok:
             with _ipr_in(ns) as ipr:
-                interfaces += _interfaces_in(ipr, ns, wanted)
+                interfaces += _interfaces_in(ipr, ns, set(names.interfaces))
     with _ipr_in(None) as ipr:
-        leftovers = [i["ifname"] for i in _interfaces_in(ipr, None, wanted)]
+        leftovers = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
+                     if names.is_ours(link.get_attr("IFLA_IFNAME"))]
     bottleneck = None
     if present[names.ns_router]:
         bottleneck = _read_qdisc(names.ns_router, names.router_receiver_if)
@@ -546,23 +677,62 @@ def status(name: str) -> dict[str, Any]:
         if i["admin_up"] and i["state"] == "up"
         for cidr in i["addresses"]
     }
-    return {
+    delay = delayline.status(STATE_ROOT / name, names.ns_router)
+    if delay is not None:
+        _label_queues(delay)
+    loss_counters: dict[str, Any] = {"forward": None, "reverse": None}
+    if config is not None and (config.loss > 0 or config.loss_rev > 0) or _own_loss_pins(names):
+        from . import loss
+
+        for direction, (ns, ifname) in _loss_points(names).items():
+            loss_counters[direction] = loss.counters(ns, ifname)
+    up = all(present.values()) and expected <= seen and (delay is None or delay["alive"])
+    out = {
         "name": name,
         "exists": any(present.values()) or bool(leftovers),
-        "up": all(present.values()) and expected <= seen,
+        "up": up,
+        "config": config.to_dict() if config else None,
+        "description": config.describe() if config else None,
         "namespaces": present,
         "interfaces": interfaces,
         "root_leftovers": leftovers,
         "bottleneck": bottleneck,
+        "delay": delay,
+        "loss": loss_counters,
+        "base_rtt": None,
     }
+    if probe and up:
+        out["base_rtt"] = _probe_base_rtt(names, config)
+    return out
+
+
+def _probe_base_rtt(names: Names, config: LabConfig | None, count: int = 5) -> list[dict[str, Any]]:
+    """ICMP echo from each sender to the receiver: the RTT the path really has, idle."""
+    from .probe import rtt_probe
+
+    out = []
+    for i, ns in enumerate(names.ns_senders):
+        configured = None
+        timeout = 1.0
+        if config is not None:
+            spec = config.senders[i]
+            configured = spec.delay + spec.delay_rev
+            timeout += 2 * configured
+        r = rtt_probe(ns, RECEIVER_IP, count=count, interval=0.01, timeout=timeout)
+        ms = (lambda v: None if v is None else round(v * 1e3, 3))
+        out.append({
+            "sender": i, "namespace": ns, "configured_ms": ms(configured), "sent": r.sent,
+            "lost": r.lost, "min_ms": ms(r.min), "median_ms": ms(r.median), "max_ms": ms(r.max),
+        })
+    return out
 
 
 def require_up(name: str) -> None:
-    """Raise LabError, saying what to run, unless lab `name`'s three namespaces exist.
+    """Raise LabError, saying what to run, unless lab `name`'s namespaces exist.
 
     For code that needs a lab someone else built (a tool, a test run after `usertcp lab up`).
     """
-    names = Names(validate_name(name))
+    names = Names.discover(name)
     missing = [ns for ns in names.namespaces if not exists(ns)]
     if missing:
         flag = "" if name == "ut" else f" --name {name}"
@@ -577,14 +747,17 @@ def require_up(name: str) -> None:
 
 
 class Lab:
-    """A sender -- router -- receiver line of network namespaces, with an optional bottleneck.
+    """Sender namespaces -- a router -- a receiver, with delay, a bottleneck and loss on the path.
 
-    `rate` (bits/s) puts a TBF on the router's egress toward the receiver; `queue_bytes` is its
-    queue limit (default: `default_queue_bytes`, 10 ms at the rate, at least 20 frames);
-    `burst_bytes` its bucket (default: `default_burst_bytes`). `mtu` is set on all four veths.
+    Configure with keywords or a `LabConfig` (`Lab.from_config`, also built from TOML files and
+    presets, netns/config.py): `rate` (bits/s) puts a TBF on the router's egress toward the
+    receiver, `queue` its limit (bytes, "100p", "1bdp"; `queue_bytes` is the same in bytes;
+    default: one BDP with a delay, else 10 ms at the rate), `burst_bytes` its bucket; `delay`
+    and `delay_rev` the one-way delays (s) of each direction; `loss`/`loss_rev` random loss
+    fractions; `senders` how many sender namespaces share the bottleneck; `mtu` for all veths.
     Use as a context manager (up on enter, down on exit, also on an exception), or call
-    up()/down(). Offloads keep veth defaults (TSO/GSO on): the sender's 64 KB super-packets
-    travel as such up to the bottleneck.
+    up()/down(). Offloads keep veth defaults (TSO/GSO on): 64 KB super-packets travel as such up
+    to the bottleneck, and through the delay line.
     """
 
     def __init__(
@@ -595,27 +768,67 @@ class Lab:
         mtu: int = 1500,
         *,
         burst_bytes: int | None = None,
+        queue: str | QueueSpec | None = None,
+        delay: float = 0.0,
+        delay_rev: float | None = None,
+        loss: float = 0.0,
+        loss_rev: float = 0.0,
+        senders: int = 1,
     ) -> None:
-        self._names = Names(validate_name(name))
+        if queue_bytes is not None and queue is not None:
+            raise ValueError("give the queue once: queue_bytes (bytes) or queue ('1bdp', '100p', ...)")
+        if isinstance(queue, str):
+            from .config import parse_queue
+
+            queue = parse_queue(queue)
+        elif queue_bytes is not None:
+            queue = QueueSpec(queue_bytes, "bytes")
+        if isinstance(rate, bool) or not (rate is None or isinstance(rate, int)):
+            raise ValueError(f"rate must be an int in bits/s, got {rate!r}")
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
             raise ValueError(f"mtu must be an int from 68 (IPv4 minimum) to 65535, got {mtu!r}")
-        self.mtu = mtu
-        self.bottleneck = Bottleneck.make(rate, queue_bytes, burst_bytes, mtu)
+        self._init(LabConfig(
+            name=name, rate=rate, queue=queue, burst_bytes=burst_bytes, delay=delay,
+            delay_rev=delay_rev, loss=loss, loss_rev=loss_rev, senders=senders, mtu=mtu,
+        ))
+
+    @classmethod
+    def from_config(cls, config: LabConfig) -> "Lab":
+        lab = cls.__new__(cls)
+        lab._init(config)
+        return lab
+
+    def _init(self, config: LabConfig) -> None:
+        self.config = config
+        self.mtu = config.mtu
+        self._names = Names(config.name, len(config.senders))
+        queue = None
+        if config.rate is not None:
+            queue = config.queue_bytes() or default_queue_bytes(config.rate, config.mtu, config.rtt)
+        self.bottleneck = Bottleneck.make(config.rate, queue, config.burst_bytes, config.mtu)
 
     # names ----------------------------------------------------------------------------------
     name = property(lambda self: self._names.name)
-    ns_sender = property(lambda self: self._names.ns_sender)
+    names = property(lambda self: self._names)
+    ns_sender = property(lambda self: self._names.ns_sender(0))
+    ns_senders = property(lambda self: self._names.ns_senders)
     ns_router = property(lambda self: self._names.ns_router)
     ns_receiver = property(lambda self: self._names.ns_receiver)
     namespaces = property(lambda self: self._names.namespaces)
-    sender_if = property(lambda self: self._names.sender_if)
-    router_sender_if = property(lambda self: self._names.router_sender_if)
+    sender_if = property(lambda self: self._names.sender_if(0))
+    router_sender_if = property(lambda self: self._names.router_sender_if(0))
     router_receiver_if = property(lambda self: self._names.router_receiver_if)
     receiver_if = property(lambda self: self._names.receiver_if)
     sender_ip = SENDER_IP
     receiver_ip = RECEIVER_IP
     router_sender_ip = ROUTER_SENDER_IP
     router_receiver_ip = ROUTER_RECEIVER_IP
+
+    def sender(self, i: int) -> tuple[str, str, str]:
+        """(namespace, interface, address) of sender i (0-based)."""
+        if not 0 <= i < len(self.config.senders):
+            raise IndexError(f"lab {self.name!r} has {len(self.config.senders)} sender(s); no sender {i}")
+        return self._names.ns_sender(i), self._names.sender_if(i), SENDER_NET.format(i + 1) + ".1"
 
     @property
     def rate(self) -> int | None:
@@ -636,13 +849,26 @@ class Lab:
         if leftovers:
             log.info("lab %s: removed leftovers of an earlier run: %s", names.name, leftovers)
         try:
-            _create_namespaces(names)
+            _create_namespaces(names, tcp_buffer_max(self.config))
             _create_veths(names, self.mtu)
             for ns in names.namespaces:
                 _configure_namespace(names, ns)
             if self.bottleneck is not None:
                 _add_bottleneck(names, self.bottleneck)
             _wait_until_running(names)
+            state = STATE_ROOT / names.name
+            state.mkdir(parents=True, exist_ok=True)
+            (state / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1) + "\n")
+            routes = _delay_routes(names, self.config)
+            if routes:
+                delayline.install_rules(names.ns_router, routes)
+                delayline.start(names.ns_router, state, routes, DELAY_QUEUE_MAXLEN)
+            points = _loss_points(names)
+            for direction, p in (("forward", self.config.loss), ("reverse", self.config.loss_rev)):
+                if p > 0:
+                    from . import loss
+
+                    loss.attach(*points[direction], p, mtu=self.mtu)
         except BaseException:
             try:
                 down(names.name)
@@ -655,8 +881,8 @@ class Lab:
         """Remove the lab (see module-level `down`)."""
         return down(self._names.name)
 
-    def status(self) -> dict[str, Any]:
-        return status(self._names.name)
+    def status(self, probe: bool = False) -> dict[str, Any]:
+        return status(self._names.name, probe=probe)
 
     def require_up(self) -> None:
         """Raise LabError with the command to run if the lab's namespaces are missing."""
@@ -669,6 +895,4 @@ class Lab:
         self.down()
 
     def __repr__(self) -> str:
-        bn = self.bottleneck
-        extra = f", rate={bn.rate}, queue_bytes={bn.queue_bytes}" if bn else ""
-        return f"Lab({self.name!r}{extra}, mtu={self.mtu})"
+        return f"Lab({self.name!r}: {self.config.describe()})"

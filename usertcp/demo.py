@@ -102,9 +102,12 @@ def kernel_send(remote: tuple[str, int], source, cc: str) -> tuple[float, str]:
 
 
 def run_demo(args) -> int:
-    from netns.cli import parse_rate
+    from netns.config import parse_rate
 
-    rate = parse_rate(args.rate) if args.rate else None
+    try:
+        rate = parse_rate(args.rate) if args.rate else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     lab = Lab(args.lab, rate=rate)
     source = PatternSource(args.bytes)
     pcap = Path(args.pcap).resolve()
