@@ -115,8 +115,8 @@ def test_port_taken(lab):
 @pytest.mark.root
 def test_unreachable_peer(lab):
     # Nobody has this address: the router's ARP for it goes unanswered, our SYNs too.
-    msg = one_line_error(cli("send", "198.18.2.77:5001", "--bytes", "1k", "--lab", "tc1", "--quiet", timeout=60))
-    assert "unreachable" in msg and "198.18.2.77" in msg
+    msg = one_line_error(cli("send", "198.19.0.77:5001", "--bytes", "1k", "--lab", "tc1", "--quiet", timeout=60))
+    assert "unreachable" in msg and "198.19.0.77" in msg
 
 
 @pytest.mark.root
