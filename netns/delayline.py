@@ -91,7 +91,7 @@ class DelayQueue:
 
     def record(self, err: float) -> None:
         """Count one release `err` seconds after its due time (negative: early)."""
-        i = (int(err * 1e6) - EARLIEST_US) // BUCKET_US
+        i = int((err * 1e6 - EARLIEST_US) // BUCKET_US)  # floor, also for early releases
         self.err_hist[0 if i < 0 else BUCKETS - 1 if i >= BUCKETS else i] += 1
         if err > self.late_max:
             self.late_max = err
@@ -139,6 +139,10 @@ class DelayLine:
         self._ns_ino = os.stat("/proc/self/ns/net").st_ino
         self._stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        # SIGTERM must end the wait at once (select is retried after a Python signal
+        # handler otherwise, so `stop` took up to a stats interval): the wakeup fd is in the set.
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.qs = QueueSocket()
         for num in self.queues:
             self.qs.bind(num, maxlen)
@@ -177,7 +181,10 @@ class DelayLine:
             early = oversleep
             timeout = wake - oversleep - clock()
             if timeout > 0:
-                ready, _, _ = select.select((fd,), (), (), timeout)
+                ready, _, _ = select.select((fd, self.wake_r), (), (), timeout)
+                if self.wake_r in ready:  # a signal arrived: see `running` now, not at timeout
+                    os.read(self.wake_r, 64)
+                    continue
                 if not ready:
                     over = clock() - (wake - oversleep)
                     over = over if over < OVERSLEEP_CLIP else OVERSLEEP_CLIP

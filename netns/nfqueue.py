@@ -73,7 +73,7 @@ _HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size
 
 
 class NfqueueError(OSError):
-    """The kernel refused a queue operation (errno set), e.g. EBUSY: queue bound elsewhere."""
+    """The kernel refused a queue operation (errno set), e.g. the queue is bound elsewhere."""
 
 
 @dataclass(slots=True)
@@ -116,8 +116,8 @@ def parse(buf: memoryview, n: int, out: list[Packet]) -> int:
     unpack_attr = _NLATTR.unpack_from
     while off + _HDR_LEN <= n:
         mlen, mtype, _flags, _seq, _pid = unpack_hdr(buf, off)
-        if mlen < _NLMSGHDR.size:
-            break
+        if mlen < _NLMSGHDR.size or off + mlen > n:
+            break  # malformed or cut short: never decode past what was received
         end = off + mlen
         if mtype != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
             skipped += 1
@@ -131,7 +131,7 @@ def parse(buf: memoryview, n: int, out: list[Packet]) -> int:
         a = off + _HDR_LEN
         while a + 4 <= end:
             alen, atype = unpack_attr(buf, a)
-            if alen < 4:
+            if alen < 4 or a + alen > end:
                 break
             atype &= NLA_TYPE_MASK
             if atype == NFQA_PACKET_HDR:
@@ -187,11 +187,13 @@ class QueueSocket:
 
     def bind(self, queue: int, maxlen: int) -> None:
         """Bind `queue`: copy COPY_RANGE bytes of each packet, hold up to `maxlen` packets,
-        keep GSO bundles whole. EBUSY if another socket has bound this queue number."""
+        keep GSO bundles whole. The kernel answers EPERM when another socket holds the queue
+        (nfqnl_recv_config: peer portid mismatch) and EBUSY when this socket bound it already."""
         try:
             self._request(queue, _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET)))
         except NfqueueError as e:
-            if e.errno == errno.EBUSY:
+            # EPERM is also what a missing CAP_NET_ADMIN gives: a queue listed in /proc is held.
+            if e.errno == errno.EBUSY or (e.errno == errno.EPERM and queue in kernel_counters()):
                 raise NfqueueError(
                     e.errno, f"nfqueue {queue} is already bound by another process "
                     "(a delay line of an earlier run still alive?)"
