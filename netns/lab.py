@@ -212,14 +212,20 @@ def default_burst_bytes(rate: int, mtu: int = 1500) -> int:
         bundle the queue limit counts and tail-drops single packets, as on a real link;
         measured at 50 Mbit/s: a 6 KB bucket gave 11 drops and 10 retransmissions, a 64 KB
         bucket 12 drops (whole bundles) and 215 retransmissions.
-    So: 1 ms at the rate, clamped to [2 frames, 64 KB - 1 frame] as long as that clamp still
-    leaves at least 0.5 ms of bucket (rates up to ~1 Gbit/s); above that, rate accuracy wins
-    and the bucket is 1 ms. At 50 Mbit/s: 6 250 B; at 1 Gbit/s: 64 022 B; at 2 Gbit/s: 250 kB.
+      * A bucket below a 64 KB bundle makes TBF cut every bundle into ~44 skbs, and all of that
+        per-packet work -- plus the receiver's TCP, which a veth runs in the sender's softirq --
+        lands inside the delay line's release verdict when the lab has a delay: at 1 Gbit/s
+        with a 64,022 B bucket the delay line spent ~0.9 core and held packets 15-55 ms too long;
+        with bundles passing whole it held 20.02 ms median at ~0.4 core (bench/lab_path.py).
+    So: 1 ms at the rate, clamped to [2 frames, 64 KB - 1 frame] while 1 ms fits below a bundle
+    (up to ~500 Mbit/s), where per-packet tail drops matter most; above that the bucket is 1 ms
+    and bundles pass whole (tail drops may then take a whole bundle, rare with a BDP of buffer).
+    At 50 Mbit/s: 6 250 B; at 1 Gbit/s: 125 000 B; at 2 Gbit/s: 250 000 B.
     """
     frame = mtu + ETH_HLEN
     one_ms = rate / 8 / 1000
     below_bundle = GSO_MAX_BYTES - frame
-    if one_ms / 2 <= below_bundle:
+    if one_ms <= below_bundle:
         return int(max(2 * frame, min(one_ms, below_bundle)))
     return int(one_ms)
 

@@ -167,7 +167,8 @@ def test_defaults_documented_values():
     assert default_queue_bytes(1_000_000) == 20 * 1514
     assert default_burst_bytes(50_000_000) == 6_250
     assert default_burst_bytes(1_000_000) == 2 * 1514
-    assert default_burst_bytes(1_000_000_000) == 65536 - 1514  # still below a 64 KB bundle
+    assert default_burst_bytes(500_000_000) == 62_500  # still below a 64 KB bundle
+    assert default_burst_bytes(1_000_000_000) == 125_000  # 1 ms: bundles pass whole
     assert default_burst_bytes(2_000_000_000) == 250_000  # 1 ms: accuracy wins
 
 
