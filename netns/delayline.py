@@ -139,6 +139,10 @@ class DelayLine:
         self._ns_ino = os.stat("/proc/self/ns/net").st_ino
         self._stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        # The kernel flips its timestamping static key from a work item (net_enable_timestamp,
+        # net/core/dev.c), not inside setsockopt: give it a moment before declaring ready, or
+        # the first packets arrive unstamped (they are then timed from when we read them).
+        time.sleep(0.05)
         # SIGTERM must end the wait at once (select is retried after a Python signal
         # handler otherwise, so `stop` took up to a stats interval): the wakeup fd is in the set.
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

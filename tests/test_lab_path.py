@@ -62,7 +62,9 @@ def test_delay_each_direction_and_status(labs):
     assert queues[(0, "reverse")]["delay_s"] == 0.005
     for q in queues.values():
         assert q["packets"] >= 10 and q["queue_dropped"] == 0 and q["user_dropped"] == 0
-        assert q["no_timestamp"] == 0  # the kernel's receive timestamps reach the queue
+        # The kernel's receive timestamps reach the queue (a first packet racing the kernel's
+        # switch-on of timestamping may be timed by the delay line's own clock instead).
+        assert q["no_timestamp"] <= 1
     rtt = st["base_rtt"][0]
     assert rtt["configured_ms"] == 20 and 19 <= rtt["min_ms"] < 25
     assert st["config"]["delay"] == "15ms" and st["config"]["delay_rev"] == "5ms"
@@ -144,10 +146,11 @@ def test_forward_and_reverse_loss_are_counted_per_packet(labs):
     assert 0.15 < fwd["dropped"] / fwd["packets"] < 0.25
     # Reverse loss sits on the router's interface toward the receiver: it sees what the
     # receiver sends back (here ICMP echo replies).
-    r = rtt_probe(lab.ns_sender, lab.receiver_ip, count=200, interval=0.001, timeout=1.0)
+    r = rtt_probe(lab.ns_sender, lab.receiver_ip, count=500, interval=0.0005, timeout=1.0)
     rev = status("tp5")["loss"]["reverse"]
     assert rev["packets"] >= r.sent * 0.7 and rev["dropped"] > 0
-    assert 0.2 < r.lost / r.sent < 0.5  # 1 - 0.8 * 0.9 = 0.28 expected
+    # 1 - 0.8 * 0.9 = 0.28 expected; sd over 500 probes is 0.02: these are 5-sigma bounds.
+    assert 0.18 < r.lost / r.sent < 0.38
     rx.close()
     tx.close()
 
