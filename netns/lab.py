@@ -59,7 +59,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import delayline
+from . import delayline, loss
 from .config import ETH_HLEN, LabConfig, QueueSpec, validate_name
 from .ns import NETNS_DIR, LabError, _setns, _unshare_net, current, enter, exists, path
 
@@ -90,6 +90,7 @@ DELAY_QUEUE_MAXLEN = 1_000_000
 STATE_ROOT = Path(os.environ.get("USERTCP_RUN_DIR", "/run/usertcp")) / "labs"
 
 def state_dir(name: str) -> Path:
+    """Where lab `name` keeps its configuration and the delay line's pid, stats and log."""
     return STATE_ROOT / validate_name(name)
 
 
@@ -518,17 +519,10 @@ def _loss_points(names: Names) -> dict[str, tuple[str, str]]:
     }
 
 
-def _own_loss_pins(names: Names) -> bool:
-    """Cheap check (no bcc import) whether any loss program of this lab left pins behind."""
-    from usertcp.gate import BPFFS
-
-    try:
-        return any(
-            e.startswith(f"{ns}--{ifname}") for e in os.listdir(BPFFS)
-            for ns, ifname in _loss_points(names).values()
-        )
-    except FileNotFoundError:
-        return False
+def _loss_attached(names: Names) -> bool:
+    """Whether a loss program of this lab has pins (a stat per point, no bcc import): reading or
+    detaching one needs libbcc, which labs without loss should not load."""
+    return any(loss.pin_dir(ns, ifname).exists() for ns, ifname in _loss_points(names).values())
 
 
 def down(name: str) -> list[str]:
@@ -543,9 +537,7 @@ def down(name: str) -> list[str]:
     for pid in delayline.processes(names.ns_router):
         delayline.stop(pid)
         removed.append(f"delay line (pid {pid})")
-    if _own_loss_pins(names):
-        from . import loss
-
+    if _loss_attached(names):
         for direction, (ns, ifname) in _loss_points(names).items():
             if loss.detach(ns, ifname):
                 removed.append(f"{direction} loss on {ifname}")
@@ -555,7 +547,7 @@ def down(name: str) -> list[str]:
             ifname = link.get_attr("IFLA_IFNAME")
             if names.is_ours(ifname) and _delete_link(ipr, link["index"]):
                 removed.append(ifname)
-    shutil.rmtree(STATE_ROOT / name, ignore_errors=True)
+    shutil.rmtree(state_dir(name), ignore_errors=True)
     return removed
 
 
@@ -624,10 +616,10 @@ def _interfaces_in(ipr: IPRoute, ns: str | None, wanted: set[str]) -> list[dict[
 
 def _read_config(name: str) -> LabConfig | None:
     try:
-        doc = json.loads((STATE_ROOT / name / "config.json").read_text())
+        doc = json.loads((state_dir(name) / "config.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return LabConfig.from_dict(doc, source=str(STATE_ROOT / name / "config.json"))
+    return LabConfig.from_dict(doc, source=str(state_dir(name) / "config.json"))
 
 
 def _delay_routes(names: Names, config: LabConfig) -> list[delayline.Route]:
@@ -683,13 +675,11 @@ def status(name: str, probe: bool = False) -> dict[str, Any]:
         if i["admin_up"] and i["state"] == "up"
         for cidr in i["addresses"]
     }
-    delay = delayline.status(STATE_ROOT / name, names.ns_router)
+    delay = delayline.status(state_dir(name), names.ns_router)
     if delay is not None:
         _label_queues(delay)
     loss_counters: dict[str, Any] = {"forward": None, "reverse": None}
-    if config is not None and (config.loss > 0 or config.loss_rev > 0) or _own_loss_pins(names):
-        from . import loss
-
+    if _loss_attached(names):
         for direction, (ns, ifname) in _loss_points(names).items():
             loss_counters[direction] = loss.counters(ns, ifname)
     up = all(present.values()) and expected <= seen and (delay is None or delay["alive"])
@@ -862,7 +852,7 @@ class Lab:
             if self.bottleneck is not None:
                 _add_bottleneck(names, self.bottleneck)
             _wait_until_running(names)
-            state = STATE_ROOT / names.name
+            state = state_dir(names.name)
             state.mkdir(parents=True, exist_ok=True)
             (state / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1) + "\n")
             routes = _delay_routes(names, self.config)
@@ -872,8 +862,6 @@ class Lab:
             points = _loss_points(names)
             for direction, p in (("forward", self.config.loss), ("reverse", self.config.loss_rev)):
                 if p > 0:
-                    from . import loss
-
                     loss.attach(*points[direction], p, mtu=self.mtu)
         except BaseException:
             try:

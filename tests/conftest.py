@@ -37,6 +37,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=missing))
 
 
+def root_test(fn):
+    """Mark a test that needs root only (namespaces, no BPF): the `root` marker plus a skip that
+    names the missing capability when not root."""
+    fn = pytest.mark.root(fn)
+    return pytest.mark.skipif(not ROOT, reason="needs root (network namespaces)")(fn)
+
+
 def make_gated_lab(name: str):
     import netns.lab
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 import netns
-from conftest import wait_for
+from conftest import root_test, wait_for
 from netns import delayline, nfqueue
 from netns.delayline import DelayQueue, Route
 from netns.nfqueue import Packet
@@ -343,18 +343,6 @@ def test_delay_queue_empty_stats():
 
 # ---------------------------------------------------------------------------------------------
 # With root: a real line tdl-a -- tdl-r -- tdl-b, the delay line in tdl-r
-
-needs_root = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-]
-
-
-def root_test(fn):
-    for mark in needs_root:
-        fn = mark(fn)
-    return fn
-
 
 PREFIX = "tdl-"
 A, R, B = "tdl-a", "tdl-r", "tdl-b"

@@ -18,20 +18,9 @@ import time
 import pytest
 
 import netns
+from conftest import root_test
 from netns.cli import register
 from netns.lab import Lab, default_burst_bytes, default_queue_bytes, down, status
-
-needs_root = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-]
-
-
-def root_test(fn):
-    for mark in needs_root:
-        fn = mark(fn)
-    return fn
-
 
 @pytest.fixture
 def labs():
