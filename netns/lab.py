@@ -50,8 +50,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +59,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from . import delayline, loss
 from .config import ETH_HLEN, LabConfig, QueueSpec, validate_name
-from .ns import NETNS_DIR, LabError, _setns, _unshare_net, current, enter, exists, path
+from .ns import NETNS_DIR, LabError, _setns, _unshare_net, current, enter, exists, iproute, path
 
 log = logging.getLogger(__name__)
 
@@ -273,23 +271,6 @@ class Bottleneck:
 # Netlink plumbing
 
 
-@contextmanager
-def _ipr_in(ns: str | None) -> Iterator[IPRoute]:
-    """An IPRoute whose socket lives in namespace `ns` (None: the caller's namespace).
-
-    The socket is created while this thread is inside `ns` and closed on exit, so no netlink
-    fds leak; the thread stays inside `ns` for the whole block, which also makes writes to
-    /proc/sys/net apply to `ns` (net/sysctl_net.c resolves them by the opener's namespace).
-    """
-    if ns is None:
-        with IPRoute() as ipr:
-            yield ipr
-        return
-    with enter(ns):
-        with IPRoute() as ipr:
-            yield ipr
-
-
 def _write_sysctl(key: str, value: str) -> None:
     """Write /proc/sys/<key> in the calling thread's current network namespace."""
     with open(f"/proc/sys/{key}", "w") as f:
@@ -368,7 +349,7 @@ def _create_veths(names: Names, mtu: int) -> None:
     """
     pairs = names.veth_pairs()
     home = {ifname: ns for ns, ifname, _ in names.layout()}
-    with _ipr_in(None) as ipr:
+    with iproute(None) as ipr:
         for a, b in pairs:
             ipr.link("add", ifname=a, kind="veth", peer={"ifname": b, "mtu": mtu}, mtu=mtu)
         for a, b in pairs:
@@ -382,7 +363,7 @@ def _create_veths(names: Names, mtu: int) -> None:
 
 def _configure_namespace(names: Names, ns: str) -> None:
     """Loopback up; this namespace's interfaces up with their addresses; routes."""
-    with _ipr_in(ns) as ipr:
+    with iproute(ns) as ipr:
         ipr.link("set", index=_require_index(ipr, "lo", ns), state="up")
         for where, ifname, cidr in names.layout():
             if where != ns:
@@ -409,7 +390,7 @@ def _wait_until_running(names: Names, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     for ns in names.namespaces:
         wanted = {ifname for where, ifname, _ in names.layout() if where == ns}
-        with _ipr_in(ns) as ipr:
+        with iproute(ns) as ipr:
             while True:
                 states = {
                     link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_OPERSTATE")
@@ -440,7 +421,7 @@ def _add_bottleneck(names: Names, bn: Bottleneck) -> None:
     ns, ifname = names.ns_router, names.router_receiver_if
     rate_Bps = bn.rate // 8
     pad = -(-rate_Bps * (1000 + PSCHED_TICK_NS) // 10**9) + 1
-    with _ipr_in(ns) as ipr:
+    with iproute(ns) as ipr:
         ipr.tc(
             "add",
             "tbf",
@@ -481,7 +462,7 @@ def _remove_namespace(ns: str) -> bool:
         # (a stray iperf3, a thread inside `enter`) would otherwise keep it and its interfaces
         # alive after the unmount.
         try:
-            with _ipr_in(ns) as ipr:
+            with iproute(ns) as ipr:
                 for link in ipr.get_links():
                     if link.get_attr("IFLA_IFNAME") != "lo":
                         _delete_link(ipr, link["index"])
@@ -542,7 +523,7 @@ def down(name: str) -> list[str]:
             if loss.detach(ns, ifname):
                 removed.append(f"{direction} loss on {ifname}")
     removed += [ns for ns in names.namespaces if _remove_namespace(ns)]
-    with _ipr_in(None) as ipr:
+    with iproute(None) as ipr:
         for link in ipr.get_links():
             ifname = link.get_attr("IFLA_IFNAME")
             if names.is_ours(ifname) and _delete_link(ipr, link["index"]):
@@ -557,7 +538,7 @@ def down(name: str) -> list[str]:
 
 def _read_qdisc(ns: str, ifname: str) -> dict[str, Any] | None:
     """The root qdisc of `ifname` in `ns`, with its parameters and counters."""
-    with _ipr_in(ns) as ipr:
+    with iproute(ns) as ipr:
         idx = _index(ipr, ifname)
         if idx is None:
             return None
@@ -660,9 +641,9 @@ def status(name: str, probe: bool = False) -> dict[str, Any]:
     interfaces: list[dict[str, Any]] = []
     for ns, ok in present.items():
         if ok:
-            with _ipr_in(ns) as ipr:
+            with iproute(ns) as ipr:
                 interfaces += _interfaces_in(ipr, ns, set(names.interfaces))
-    with _ipr_in(None) as ipr:
+    with iproute(None) as ipr:
         leftovers = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
                      if names.is_ours(link.get_attr("IFLA_IFNAME"))]
     bottleneck = None

@@ -26,7 +26,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .ns import enter, exists
+from .ns import exists, iproute
 
 REPO = Path(__file__).resolve().parent.parent
 BPF_SOURCE = REPO / "bpf" / "loss.c"
@@ -181,14 +181,6 @@ def _write_config(lib, fd: int, cfg: _Config) -> None:
 
 # --- netlink, inside the namespace ------------------------------------------------------------
 
-def _ipr(ns: str):
-    """An IPRoute socket in namespace `ns` (created there; the thread moves back right away)."""
-    from pyroute2 import IPRoute
-
-    with enter(ns):
-        return IPRoute()
-
-
 def _ifindex(ipr, ns: str, ifname: str) -> int:
     idx = ipr.link_lookup(ifname=ifname)
     if not idx:
@@ -207,7 +199,7 @@ def xdp_program(ns: str, ifname: str) -> tuple[int, str | None] | None:
     """(id, name) of the XDP program on `ifname` in `ns`, or None (no program, no such place)."""
     if not exists(ns):
         return None
-    with _ipr(ns) as ipr:
+    with iproute(ns) as ipr:
         idx = ipr.link_lookup(ifname=ifname)
         if not idx:
             return None
@@ -244,7 +236,7 @@ def attach(ns: str, ifname: str, probability: float, mtu: int = 1500) -> None:
         raise LossError("loss emulation needs bcc (Debian python3-bpfcc): run `make setup`") from None
     from usertcp.gate import GateError, _ensure_bpffs, _lib
 
-    with _ipr(ns) as ipr:
+    with iproute(ns) as ipr:
         index = _ifindex(ipr, ns, ifname)
         old = _xdp_prog_id(ipr, index)
         if old and _prog_name(old) != PROG_NAME:
@@ -328,7 +320,7 @@ def detach(ns: str, ifname: str) -> bool:
     """
     found = False
     if exists(ns):
-        with _ipr(ns) as ipr:
+        with iproute(ns) as ipr:
             idx = ipr.link_lookup(ifname=ifname)
             if idx:
                 prog = _xdp_prog_id(ipr, idx[0])

@@ -134,6 +134,23 @@ def enter(name: str) -> Iterator[None]:
         os.close(original)
 
 
+def iproute(name: str | None):
+    """A pyroute2 IPRoute whose netlink socket lives in namespace `name` (None: the caller's).
+
+    The socket is created while this thread is briefly inside `name`; a netlink socket stays in
+    the namespace it was made in, so the thread can return at once. `IPRoute(netns=NAME)`
+    would fork a helper per socket (risky in a threaded process) and, with its default
+    O_CREAT, silently create a missing namespace. Use it as a context manager to close it.
+    LabError if the namespace does not exist. pyroute2 is imported here, on first use.
+    """
+    from pyroute2 import IPRoute
+
+    if name is None:
+        return IPRoute()
+    with enter(name):
+        return IPRoute()
+
+
 def command(name: str, argv: Sequence[str]) -> list[str]:
     """`argv` prefixed so that it runs in namespace `name`'s network namespace only.
 

@@ -211,11 +211,11 @@ def _flow_dict(v: FlowValue) -> dict:
 
 
 def _ipr(netns: str | None):
-    from pyroute2 import IPRoute
+    from netns.ns import iproute
 
     if netns and not os.path.exists(f"/run/netns/{netns}"):
         raise GateError(f"network namespace {netns!r} does not exist: run `usertcp lab up`")
-    return IPRoute(netns=netns) if netns else IPRoute()
+    return iproute(netns)
 
 
 def _ifindex(ipr, ifname: str, netns: str | None) -> int:
