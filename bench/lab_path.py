@@ -17,8 +17,9 @@ removes the lab again, also on Ctrl-C):
   loss-accuracy  1% forward loss, no delay, no rate: >= 1,000,000 full-size UDP packets
                  (200,000 with --quick) and the loss program's own counters.
 
-CPU: the delay line's utime and stime from /proc/PID/stat over the measured part of a run, as
-fractions of one core. Its stime includes kernel work done in its context: each batch verdict
+CPU: the delay line's on-CPU time from /proc/PID/schedstat over the measured part of a run, as
+a fraction of one core (utime and stime from /proc/PID/stat are shown as a split; this kernel
+samples them per tick). Its stime includes kernel work done in its context: each batch verdict
 re-injects the released packets, so forwarding, the bottleneck's qdisc and any softirq work the
 kernel runs on the way back (the receiver's TCP, the sender's ACK processing) is charged to it.
 Machine CPU is /proc/stat's busy share of all cores (steal is recorded in the JSON: on a shared
@@ -219,17 +220,25 @@ def run(argv: list[str], timeout: float = 10.0) -> str:
 # CPU accounting
 
 
-def proc_cpu(pid: int | None) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of process `pid`, all threads, or None if it is gone."""
+def proc_cpu(pid: int | None) -> tuple[float, float, float] | None:
+    """(user, system, on-CPU) seconds of process `pid`'s main thread, or None if it is gone.
+
+    user and system come from /proc/PID/stat, which this kernel fills by sampling at each tick
+    (CONFIG_TICK_CPU_ACCOUNTING, HZ 250): a process that wakes on its own timers can be
+    over- or under-sampled, so they are shown only as a split. The total is the scheduler's
+    own runtime from /proc/PID/schedstat, in nanoseconds, which is exact.
+    """
     if pid is None:
         return None
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
+        with open(f"/proc/{pid}/schedstat") as f:
+            runtime_ns = int(f.read().split()[0])
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = data[data.rindex(")") + 2:].split()  # fields from 3 (state) on
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (14, 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, runtime_ns / 1e9  # utime, stime
 
 
 def machine_cpu() -> list[int]:
@@ -265,8 +274,8 @@ class CpuMeter:
             "delay_user": None, "delay_sys": None, "delay_total": None,
         }
         if self._p0 is not None and p1 is not None and wall > 0:
-            user, sys_ = (p1[0] - self._p0[0]) / wall, (p1[1] - self._p0[1]) / wall
-            out.update(delay_user=user, delay_sys=sys_, delay_total=user + sys_)  # of one core
+            user, sys_, run = ((b - a) / wall for a, b in zip(self._p0, p1))
+            out.update(delay_user=user, delay_sys=sys_, delay_total=run)  # of one core
         return out
 
 

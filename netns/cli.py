@@ -278,6 +278,8 @@ def _print_delay(console: Any, delay: dict[str, Any] | None) -> None:
         return
     from rich.table import Table
 
+    from . import delayline
+
     if not delay["alive"]:
         console.print(
             f"[red]delay line DEAD[/red] (pid {delay['pid']}): delayed routes forward nothing; "
@@ -291,9 +293,13 @@ def _print_delay(console: Any, delay: dict[str, Any] | None) -> None:
                 "queue drops", "undelivered drops"):
         t.add_column(col)
     for q in delay["queues"].values():
-        err = "/".join("-" if q.get(k) is None else f"{q[k]:g}" for k in ("err_p50_us", "err_p99_us", "late_max_us"))
+        err = "/".join(delayline.format_error_us(q.get(k)) for k in ("err_p50_us", "err_p99_us"))
+        err += "/" + ("-" if q.get("late_max_us") is None else f"{q['late_max_us']:g}")
         t.add_row(
             str(q["sender"]), q["direction"], f"{q['delay_s'] * 1e3:g} ms", str(q["packets"]),
             str(q["held"]), err, str(q.get("queue_dropped", "-")), str(q.get("user_dropped", "-")),
         )
     console.print(t)
+    if delay.get("idle_poll") is False:
+        console.print(f"[yellow]CPUs may halt between releases[/yellow] ({delay.get('idle_poll_error')}): "
+                      "on a VM, releases can be late by milliseconds")

@@ -567,6 +567,80 @@ def test_delay_line_delays_both_directions_and_stops(line, tmp_path):
         echo.close()
 
 
+SINK_PORT = 7008
+
+
+@root_test
+def test_short_delay_packets_are_read_while_long_delay_ones_are_held(line, tmp_path):
+    """The loop does not wake for arrivals while it holds packets; it reads again within the
+    shortest delay. So a b->a datagram (10 ms) sent while an a->b one (30 ms) is held must
+    still take ~10 ms, not wait for the held one's release."""
+    delayline.install_rules(R, ROUTES)
+    line.append(delayline.start(R, tmp_path / "state", ROUTES, 10_000))
+    with netns.enter(B):
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((B_IP, SINK_PORT))
+    a = _client()
+    a.settimeout(1.0)
+    try:
+        a.sendto(b"warm", (B_IP, SINK_PORT))  # ARP on both sides
+        back.sendto(b"warm", a.getsockname())
+        assert a.recv(64) == b"warm"
+        one_way = []
+        for i in range(8):
+            a.sendto(b"held %d" % i, (B_IP, SINK_PORT))  # held FWD = 30 ms in queue 0
+            time.sleep(0.003)
+            t0 = time.perf_counter()
+            back.sendto(b"back %d" % i, a.getsockname())  # REV = 10 ms in queue 1
+            assert a.recv(64) == b"back %d" % i
+            one_way.append(time.perf_counter() - t0)
+            time.sleep(FWD)  # let the held one go before the next round
+        one_way.sort()
+        # Released at its own time: nowhere near the ~27 ms the held packet still had to go.
+        assert one_way[len(one_way) // 2] < REV + 0.004, [round(x * 1e3, 2) for x in one_way]
+    finally:
+        for s in (sink, back, a):
+            s.close()
+
+
+@root_test
+def test_delay_line_holds_the_cpu_wakeup_latency_at_zero(router, tmp_path):
+    if not os.path.exists(delayline.CPU_DMA_LATENCY):
+        pytest.skip(f"needs {delayline.CPU_DMA_LATENCY} (CONFIG_CPU_IDLE PM QoS) to check the hold")
+    state = tmp_path / "state"
+    router.append(delayline.start(R, state, ROUTES, 1000))
+    st = delayline.status(state, R)
+    assert st["idle_poll"] is True and st["idle_poll_error"] is None, st
+    # Reading the device gives the aggregate of all requests: ours is 0.
+    with open(delayline.CPU_DMA_LATENCY, "rb") as f:
+        assert struct.unpack("=i", f.read(4))[0] == 0
+
+
+def test_hold_cpu_awake_reports_why_it_could_not(tmp_path):
+    held = delayline._hold_cpu_awake(str(tmp_path / "no-such-device"))
+    assert held.held is False and held.fd is None
+    assert "no-such-device" in held.error and "No such file" in held.error
+
+
+@pytest.mark.parametrize("value,text", [
+    (None, "-"), (25.0, "25"), (-85.0, "-85"), (19_985.0, "19985"),
+    (delayline.LATEST_US - delayline.BUCKET_US / 2, f"≥{delayline.LATEST_US}"),
+    (delayline.EARLIEST_US + delayline.BUCKET_US / 2, f"≤{delayline.EARLIEST_US}"),
+])
+def test_format_error_us_shows_the_open_ended_buckets_as_bounds(value, text):
+    assert delayline.format_error_us(value) == text
+
+
+def test_clipped_quantile_is_shown_as_a_bound():
+    q = DelayQueue(0, 0.02)
+    for _ in range(10):
+        q.record(0.5)  # 500 ms late: beyond the histogram
+    p99 = q.stats()["err_p99_us"]
+    assert delayline.format_error_us(p99) == f"≥{delayline.LATEST_US}"
+    assert q.stats()["late_max_us"] == 500_000.0
+
+
 @root_test
 def test_start_fails_cleanly_when_the_queue_is_taken(router, tmp_path):
     pid = delayline.start(R, tmp_path / "one", ROUTES, 1000)
