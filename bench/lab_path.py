@@ -16,6 +16,9 @@ removes the lab again, also on Ctrl-C):
   unshaped       no rate, 20 ms each way: kernel cubic through the delay line alone.
   loss-accuracy  1% forward loss, no delay, no rate: >= 1,000,000 full-size UDP packets
                  (200,000 with --quick) and the loss program's own counters.
+  reorder        1% of forward packets held back 1 ms, 50 Mbit/s, 20 ms each way: 300,000
+                 UDP datagrams (60,000 with --quick); the share held back (1% within 5 sigma)
+                 and the receiver's out-of-order count (must equal it); then kernel cubic.
 
 CPU: the delay line's on-CPU time from /proc/PID/schedstat over the measured part of a run, as
 a fraction of one core (utime and stime from /proc/PID/stat are shown as a split; this kernel
@@ -58,6 +61,7 @@ from rich.logging import RichHandler  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import netns  # noqa: E402
+from netns import delayline  # noqa: E402
 from netns import lab as netlab  # noqa: E402
 from netns import loss as netloss  # noqa: E402
 from netns.config import LabConfig, fmt_rate, parse_queue  # noqa: E402
@@ -68,8 +72,9 @@ from netns.probe import rtt_probe  # noqa: E402
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
 out_console = Console(width=None if sys.stdout.isatty() else 150)
 
-MEASUREMENTS = ("rtt-accuracy", "throughput", "unshaped", "loss-accuracy")
-LAB_NAMES = {"rtt-accuracy": "bp1", "throughput": "bp2", "unshaped": "bp3", "loss-accuracy": "bp4"}
+MEASUREMENTS = ("rtt-accuracy", "throughput", "unshaped", "loss-accuracy", "reorder")
+LAB_NAMES = {"rtt-accuracy": "bp1", "throughput": "bp2", "unshaped": "bp3", "loss-accuracy": "bp4",
+             "reorder": "bp5"}
 
 ONE_WAY = 0.020  # s, each direction
 MBIT50 = 50_000_000
@@ -77,7 +82,6 @@ GBIT1 = 1_000_000_000
 OMIT_S = 2  # iperf3 -O: slow start is not counted
 IPERF_PORT = 5201
 IDLE_PROBE_HZ = 200
-IDLE_PROBE_S = 5.0
 UDP_PAYLOAD = 1472  # + 8 UDP + 20 IP = 1500 = MTU: every datagram a full-size frame
 LOSS = 0.01
 LOSS_TOLERANCE = 0.001
@@ -331,7 +335,37 @@ def delay_pid(lab: netlab.Lab) -> int | None:
 
 DELAY_KEYS = ("sender", "direction", "delay_s", "packets", "bytes", "released", "held",
               "no_timestamp", "err_p01_us", "err_p50_us", "err_p99_us", "late_max_us",
-              "early_max_us", "waiting", "queue_dropped", "user_dropped")
+              "early_max_us", "waiting", "queue_dropped", "user_dropped", "reorder",
+              "reordered", "reorder_of")
+
+
+#: A SCHED_FIFO loop of 1 ms sleeps, at the delay line's priority, printing its lateness
+#: quantiles in us: the floor under any userspace delay element on this machine right now.
+_WAKEUP_PROBE = """
+import os, sys, time
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(sys.argv[2])))
+late, clock, end = [], time.perf_counter, time.perf_counter() + float(sys.argv[1])
+while clock() < end:
+    t = clock(); time.sleep(0.001); late.append(clock() - t - 0.001)
+late.sort(); n = len(late)
+print(n, *(late[min(n - 1, int(q * n))] * 1e6 for q in (0.5, 0.99, 0.999)), late[-1] * 1e6)
+"""
+
+
+def platform_wakeup(seconds: float) -> dict[str, Any]:
+    """How late a SCHED_FIFO process wakes from a 1 ms sleep on this machine, now (p50, p99,
+    p99.9, max in us). Run while a lab's delay line is up, so the same PM QoS request holds.
+    When hold-time p99 misses its target, compare: if this p99 is as large, the machine (on a
+    VM, the hypervisor) and not the delay line is what was late."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WAKEUP_PROBE, f"{seconds:g}", str(delayline.REALTIME_PRIORITY)],
+        capture_output=True, text=True, timeout=seconds + 30,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-300:]}
+    n, p50, p99, p999, worst = done.stdout.split()
+    return {"samples": int(n), "p50_us": float(p50), "p99_us": float(p99),
+            "p999_us": float(p999), "max_us": float(worst)}
 
 
 def delay_report(lab: netlab.Lab) -> dict[str, Any] | None:
@@ -393,6 +427,7 @@ def iperf(
     duration: float = 20,
     omit: float = OMIT_S,
     udp_packets: int | None = None,
+    udp_rate: str = "0",
     tick: Callable[[], None] | None = None,
     on_measure: Callable[[], None] | None = None,
     progress: Callable[[], str] | None = None,
@@ -400,7 +435,8 @@ def iperf(
     """Run one iperf3 test from the lab's sender to its receiver; measure CPU meanwhile.
 
     TCP: `cc` for `duration` s after `omit` s of warm-up. UDP (udp_packets set): that many
-    full-size datagrams as fast as iperf3 can send them. CPU (delay line and machine) is
+    full-size datagrams at `udp_rate` (iperf3 -b; "0" is as fast as iperf3 can), with the
+    receiver's own report (out-of-order datagrams) under iperf["server_output_json"]. CPU (delay line and machine) is
     measured from the end of the warm-up to the end of the test; `on_measure` is called then
     too. `tick` is called in the wait loop (it should block briefly, ~0.1 s); `progress` adds
     text to the status line. Returns iperf3's JSON under "iperf" plus "cpu".
@@ -408,7 +444,7 @@ def iperf(
     ns_rx, ns_tx = lab.ns_receiver, lab.ns_sender
     with tempfile.TemporaryFile() as s_err, tempfile.TemporaryFile() as out, \
             tempfile.TemporaryFile() as c_err:
-        server = spawn(netns.command(ns_rx, ["iperf3", "-s", "-1", "-B", lab.receiver_ip,
+        server = spawn(netns.command(ns_rx, ["iperf3", "-s", "-1", "-J", "-B", lab.receiver_ip,
                                               "-p", str(IPERF_PORT)]), stderr=s_err)
         client = None
         try:
@@ -417,7 +453,8 @@ def iperf(
                     "--connect-timeout", "5000"]
             if udp_packets is not None:
                 omit = 0
-                argv += ["-u", "-b", "0", "-l", str(UDP_PAYLOAD), "-k", str(udp_packets)]
+                argv += ["-u", "-b", udp_rate, "-l", str(UDP_PAYLOAD), "-k", str(udp_packets),
+                         "--get-server-output"]
                 limit = max(120.0, udp_packets / 5_000)  # even 5 kpps finishes in time
             else:
                 argv += ["-C", cc, "-t", f"{duration:g}", "-O", f"{omit:g}"]
@@ -525,11 +562,13 @@ def measure_rtt_accuracy(args: argparse.Namespace, report: Report) -> None:
                 else:
                     meter = CpuMeter(delay_pid(lab))
                     meter.start()
-                    count = int(IDLE_PROBE_HZ * IDLE_PROBE_S)
+                    count = int(IDLE_PROBE_HZ * duration)
                     with console.status(f"{m} idle: {count} ICMP probes at {IDLE_PROBE_HZ} Hz"):
                         probe = rtt_probe(lab.ns_sender, lab.receiver_ip, count=count,
                                           interval=1 / IDLE_PROBE_HZ, timeout=1.0)
                     cpu = meter.stop()
+                    with console.status(f"{m} idle: this machine's own timer wake-up latency"):
+                        d["platform_wakeup"] = platform_wakeup(min(duration, 5.0))
                     d["probe"] = {"sent": probe.sent, "received": probe.received,
                                   "min_ms": probe.min and probe.min * 1e3,
                                   "median_ms": probe.median and probe.median * 1e3,
@@ -563,6 +602,10 @@ def measure_rtt_accuracy(args: argparse.Namespace, report: Report) -> None:
                         worst_delay_error(d["delay_line"], "err_p99_us"), " ms")
             report.info(m, cond, "delay line drops (queue+user)", delay_drops(d["delay_line"]))
             cpu_rows(report, m, cond, cpu, None)
+            if "platform_wakeup" in d:
+                w = d["platform_wakeup"]
+                report.info(m, cond, "machine's own wake-up lateness p50 (1 ms sleeps)", w.get("p50_us"), " us")
+                report.info(m, cond, "machine's own wake-up lateness p99 (1 ms sleeps)", w.get("p99_us"), " us")
             if "probe" in d:
                 p = d["probe"]
                 report.info(m, cond, "probe RTT min", p["min_ms"], " ms")
@@ -690,6 +733,67 @@ def measure_loss_accuracy(args: argparse.Namespace, report: Report) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 5. reorder
+
+
+REORDER = 0.01
+REORDER_EXTRA = 0.001
+
+
+def measure_reorder(args: argparse.Namespace, report: Report) -> None:
+    """1% of forward packets held back 1 ms, 50 Mbit/s, 20 ms each way: the share the delay
+    line held back against 1% (5-sigma binomial bounds), the datagrams the receiver saw out of
+    order (iperf3's own count: at 40 Mbit/s packets are 0.3 ms apart, so each held one is
+    overtaken and should be counted once), the release error of both queues, the CPU; then
+    kernel cubic through the same lab, for the goodput and retransmits reordering costs it."""
+    m = "reorder"
+    name = LAB_NAMES[m]
+    packets = 60_000 if args.quick else 300_000
+    duration = 5 if args.quick else 20
+    cond = "1% held 1 ms, 50 Mbit/s, 40 ms RTT"
+    with lab_up(name, rate=MBIT50, delay=ONE_WAY, queue=parse_queue("1bdp"), reorder=REORDER,
+                reorder_delay=REORDER_EXTRA) as lab:
+        info = lab_info(lab)
+        before = delay_report(lab)
+        res = iperf(lab, f"{m} UDP: {packets:,} datagrams at 40 Mbit/s", udp_packets=packets,
+                    udp_rate="40M")
+        time.sleep(2 * delayline.STATS_INTERVAL + REORDER_EXTRA + ONE_WAY)
+        after = delay_report(lab)
+        server = res["iperf"].get("server_output_json", {}).get("end", {})
+        counts = [st.get("udp", {}).get("out_of_order") for st in server.get("streams", [])]
+        out_of_order = None if not counts or None in counts else sum(counts)
+        tcp = iperf(lab, f"{m} cubic", cc="cubic", duration=duration)
+        tcp_f = tcp_figures(tcp)
+        final = delay_report(lab)
+    queues = {q["direction"]: q for q in (after or {}).get("queues", {}).values()}
+    start = {q["direction"]: q for q in (before or {}).get("queues", {}).values()}
+    fwd, back = queues.get("forward", {}), queues.get("forward held back", {})
+    n = fwd.get("packets", 0) - start.get("forward", {}).get("packets", 0)
+    held = fwd.get("reordered", 0) - start.get("forward", {}).get("reordered", 0)
+    share = held / n if n else None
+    sigma = (REORDER * (1 - REORDER) / n) ** 0.5 if n else 0.0
+    report.details[m] = {cond: {"lab": info, "udp_cpu": res["cpu"], "forward_packets": n,
+                                "held_back": held, "share": share, "receiver_out_of_order": out_of_order,
+                                "delay_line": final, "tcp": tcp_f, "tcp_cpu": tcp["cpu"]}}
+    report.info(m, cond, "UDP packets through the forward queue", n)
+    report.add(Row(m, cond, "share held back", None if share is None else share * 100, "%",
+                   f"{REORDER * 100:g}% ± {5 * sigma * 100:.2f}% (5σ)",
+                   share is not None and abs(share - REORDER) <= 5 * sigma))
+    report.add(Row(m, cond, "receiver's out-of-order datagrams", out_of_order, "",
+                   f"= held back ({held})", out_of_order == held))
+    for label, q in (("forward", fwd), ("held back", back)):
+        report.info(m, cond, f"delay line err p99 ({label})",
+                    None if q.get("err_p99_us") is None else q["err_p99_us"] / 1e3, " ms")
+    cpu_rows(report, m, cond, res["cpu"], None)
+    # No target for TCP here: how much reordering costs a sender is what the lab is for.
+    tcond = "kernel cubic, same lab"
+    report.info(m, tcond, "goodput / rate", tcp_f["goodput_bps"] / MBIT50)
+    report.info(m, tcond, "retransmits", tcp_f["retransmits"])
+    report.info(m, tcond, "mean RTT", tcp_f["mean_rtt_ms"], " ms")
+    report.info(m, tcond, "delay line CPU total (cores)", tcp["cpu"].get("delay_total"))
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 
 
@@ -724,6 +828,7 @@ MEASURE = {
     "throughput": measure_throughput,
     "unshaped": measure_unshaped,
     "loss-accuracy": measure_loss_accuracy,
+    "reorder": measure_reorder,
 }
 
 

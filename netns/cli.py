@@ -49,7 +49,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "lab",
         help="build, remove or inspect a sender(s)-router-receiver lab (needs root)",
         description="Network namespaces NAME-snd[2..N] -- NAME-rtr -- NAME-rcv: per-direction "
-        "delay (NFQUEUE delay line), a TBF bottleneck toward the receiver, random loss (XDP).",
+        "delay and reordering (NFQUEUE delay line), a TBF bottleneck toward the receiver, "
+        "random loss (XDP).",
     )
     sub = lab.add_subparsers(dest="lab_command", metavar="{up,down,status,presets}", required=True)
 
@@ -71,6 +72,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     help="TBF bucket (default: ~1 ms at the rate; see netns/lab.py)")
     up.add_argument("--loss", type=_arg(parse_percent), help="random loss of data packets: 0.1%%")
     up.add_argument("--loss-rev", type=_arg(parse_percent), help="random loss of packets to the senders (ACKs)")
+    up.add_argument("--reorder", type=_arg(parse_percent), metavar="PCT",
+                    help="fraction of data packets held back by --reorder-delay so later ones "
+                    "overtake them: 1%%")
+    up.add_argument("--reorder-rev", type=_arg(parse_percent), metavar="PCT",
+                    help="the same for packets to the senders (ACKs)")
+    up.add_argument("--reorder-delay", type=_arg(parse_time), metavar="TIME",
+                    help="extra hold of a reordered packet, on top of the delay (default: 1ms)")
     up.add_argument("--senders", type=int, help="sender namespaces sharing the bottleneck (default: 1)")
     up.add_argument("--mtu", type=int, help="MTU of the lab's veths (default: 1500)")
     up.add_argument("--json", action="store_true", help="print the lab's status as JSON")
@@ -110,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> LabConfig:
     overrides = {
         "name": args.name, "rate": args.rate, "delay": args.delay, "delay_rev": args.delay_rev,
         "queue": args.queue, "burst_bytes": args.burst, "loss": args.loss,
-        "loss_rev": args.loss_rev, "senders": args.senders, "mtu": args.mtu,
+        "loss_rev": args.loss_rev, "reorder": args.reorder, "reorder_rev": args.reorder_rev,
+        "reorder_delay": args.reorder_delay, "senders": args.senders, "mtu": args.mtu,
     }
     if args.preset:
         return preset(args.preset, **overrides)
@@ -121,13 +130,16 @@ def config_from_args(args: argparse.Namespace) -> LabConfig:
 def cmd_up(args: argparse.Namespace) -> int:
     if _not_root("up"):
         return 1
-    from .lab import Lab
+    from .lab import Lab, reorder_warning
 
     try:
         lab = Lab.from_config(config_from_args(args))
     except (ValueError, OSError) as e:
         print(f"usertcp lab up: {e}", file=sys.stderr)
         return 2
+    warning = reorder_warning(lab.config)
+    if warning:
+        print(f"usertcp lab up: warning: {warning}", file=sys.stderr)
     try:
         lab.up()
     except Exception as e:  # LabError, OSError, NetlinkError: say what failed, not a traceback
@@ -290,14 +302,15 @@ def _print_delay(console: Any, delay: dict[str, Any] | None) -> None:
                       f"{delay['heartbeat_age_s'] or 0:.1f} s")
     t = Table(title=f"delay line (pid {delay['pid']})", title_justify="left")
     for col in ("sender", "direction", "delay", "packets", "held", "release error p50/p99/max us",
-                "queue drops", "undelivered drops"):
+                "reordered", "queue drops", "undelivered drops"):
         t.add_column(col)
     for q in delay["queues"].values():
         err = "/".join(delayline.format_error_us(q.get(k)) for k in ("err_p50_us", "err_p99_us"))
         err += "/" + ("-" if q.get("late_max_us") is None else f"{q['late_max_us']:g}")
         t.add_row(
             str(q["sender"]), q["direction"], f"{q['delay_s'] * 1e3:g} ms", str(q["packets"]),
-            str(q["held"]), err, str(q.get("queue_dropped", "-")), str(q.get("user_dropped", "-")),
+            str(q["held"]), err, str(q["reordered"]) if q.get("reorder") else "-",
+            str(q.get("queue_dropped", "-")), str(q.get("user_dropped", "-")),
         )
     console.print(t)
     if delay.get("idle_poll") is False:

@@ -1,13 +1,13 @@
-"""What a lab looks like: bottleneck, delays, loss, senders, MTU -- as plain data.
+"""What a lab looks like: bottleneck, delays, loss, reordering, senders, MTU -- as plain data.
 
-One `LabConfig` describes the network a lab emulates; the lab builder turns it into namespaces,
-a TBF, a delay line and loss, and every way a user can say what they want ends up here:
-`usertcp lab up` flags, a TOML file (`-c path.toml`), and named presets (netns/presets.toml).
-Keeping it a pure module (no root, no netlink, no I/O but reading TOML) means configurations can
-be parsed, checked and printed anywhere -- in tests, in `--help`, before asking for root -- and
-that a mistake is reported as one clear line before anything is built. That is also why this
-module must not import netns.lab (pyroute2 costs ~0.2 s to import): the few constants and the
-name rule it shares with lab.py are repeated here.
+One `LabConfig` describes the network a lab emulates; the lab builder turns it into namespaces, a
+TBF, a delay line (which also reorders) and loss, and every way a user can say what they want ends
+up here: `usertcp lab up` flags, a TOML file (`-c path.toml`), and named presets
+(netns/presets.toml). Keeping it a pure module (no root, no netlink, no I/O but reading TOML) means
+configurations can be parsed, checked and printed anywhere -- in tests, in `--help`, before asking
+for root -- and that a mistake is reported as one clear line before anything is built. That is also
+why this module must not import netns.lab (pyroute2 costs ~0.2 s to import): the few constants and
+the name rule it shares with lab.py are repeated here.
 
 Units are explicit in text: "50mbit", "20ms", "0.1%", "1bdp". A bare number is refused where
 it would be ambiguous (is "20" ms or s? tc-netem reads it as microseconds; is a loss of "1" one
@@ -42,6 +42,18 @@ MAX_RATE_BPS = 10 * 10**9
 #: The longest one-way delay. A geostationary satellite hop is ~0.27 s one way; the delay line
 #: holds every packet in flight in memory, and 0.5 s at 10 Gbit/s is already 625 MB.
 MAX_DELAY_S = 0.5
+
+#: The largest fraction of packets the lab may hold back to reorder them. Above one half most
+#: packets are held and the few that are not become the "reordered" ones: the path then mostly
+#: has extra delay (and a smaller share of reordering), which is not what a reorder setting asks.
+MAX_REORDER = 0.5
+
+#: How long a reordered packet may be held on top of its direction's delay. A hold of a few
+#: microseconds is likely lost in the delay line's release error (`lab status` shows it in us),
+#: so the held packet would seldom be overtaken; the upper bound is MAX_DELAY_S's, for the same
+#: memory reason.
+MIN_REORDER_DELAY_S = 0.00001
+MAX_REORDER_DELAY_S = 0.5
 
 #: At most this many sender namespaces: enough for fairness experiments with many flows,
 #: few enough that building the lab stays quick.
@@ -329,6 +341,27 @@ def _loss(what: str, value: Any) -> float:
     return float(value)
 
 
+def _reorder(what: str, value: Any) -> float:
+    if not _is_number(value) or not 0 <= value <= MAX_REORDER:
+        raise ValueError(
+            f"{what} must be a fraction from 0 to {MAX_REORDER:g} (0.01 is 1%; above one half, "
+            f"holding packets back is mostly extra delay, not reordering), got {value!r}"
+        )
+    return float(value)
+
+
+def _reorder_delay(what: str, value: Any) -> float:
+    """A validated extra hold in seconds, rounded to the nanosecond like a delay. Zero is
+    refused: a held packet released at once would not be overtaken (use reorder = 0 instead)."""
+    if not _is_number(value) or not MIN_REORDER_DELAY_S <= value <= MAX_REORDER_DELAY_S:
+        shown = fmt_time(value) if _is_number(value) else repr(value)
+        raise ValueError(
+            f"{what} must be from {fmt_time(MIN_REORDER_DELAY_S)} to "
+            f"{fmt_time(MAX_REORDER_DELAY_S)} (seconds as a float), got {shown}"
+        )
+    return round(float(value), 9)
+
+
 @dataclasses.dataclass(frozen=True)
 class SenderSpec:
     """One sender namespace's path to the receiver: its own one-way delays, so that flows with
@@ -355,6 +388,11 @@ class LabConfig:
     of SenderSpec (each sender with its own delays); it is always a tuple afterwards.
     `queue` and `burst_bytes` of None leave the choice to the lab (netns.lab.default_queue_bytes,
     default_burst_bytes). A `queue` in BDPs is resolved against sender 1's RTT.
+    Reordering (like netem's reorder, done by the lab's delay line): a random `reorder` fraction
+    of forward packets (`reorder_rev` of reverse ones) is held `reorder_delay` longer than its
+    direction's delay, so packets sent after it overtake it. It needs no delay: with delay 0 a
+    held packet is simply the only one delayed. `reorder_delay` is allowed but unused while both
+    fractions are 0 (not an error: a preset or file may set the hold and a flag turn it on).
     """
 
     name: str = "ut"
@@ -365,6 +403,9 @@ class LabConfig:
     delay_rev: float | None = None  # one-way reverse delay; None = same as `delay`
     loss: float = 0.0  # random loss fraction, forward (data) direction
     loss_rev: float = 0.0  # random loss fraction, reverse (ACK) direction
+    reorder: float = 0.0  # fraction of forward (data) packets held back reorder_delay longer
+    reorder_rev: float = 0.0  # the same for the reverse (ACK) direction
+    reorder_delay: float = 0.001  # extra hold of a reordered packet on top of the delay, s
     senders: int | tuple[SenderSpec, ...] = 1  # normalised to a tuple of SenderSpec
     mtu: int = 1500
 
@@ -377,6 +418,11 @@ class LabConfig:
             object.__setattr__(self, "delay_rev", _delay("delay_rev", self.delay_rev))
         object.__setattr__(self, "loss", _loss("loss", self.loss))
         object.__setattr__(self, "loss_rev", _loss("loss_rev", self.loss_rev))
+        object.__setattr__(self, "reorder", _reorder("reorder", self.reorder))
+        object.__setattr__(self, "reorder_rev", _reorder("reorder_rev", self.reorder_rev))
+        object.__setattr__(
+            self, "reorder_delay", _reorder_delay("reorder_delay", self.reorder_delay)
+        )
         object.__setattr__(self, "senders", self._normalise_senders(self.senders))
         self.queue_bytes()  # a queue that cannot be resolved is an error now, not at `lab up`
 
@@ -459,7 +505,8 @@ class LabConfig:
 
     def describe(self) -> str:
         """One line for people, e.g. "50 Mbit/s, 20ms+20ms one-way (RTT 40ms), queue 1bdp =
-        250000 B, loss 0.1%/0%, 3 senders, mtu 1500"."""
+        250000 B, loss 0.1%/0%, reorder 1%/0% (+1ms), 3 senders, mtu 1500". Reordering is
+        shown only when it is on."""
         senders = self._specs
         parts = [fmt_rate(self.rate) if self.rate is not None else "unshaped"]
         if len(set(senders)) == 1:
@@ -487,6 +534,11 @@ class LabConfig:
             parts.append("no loss")
         else:
             parts.append(f"loss {fmt_percent(self.loss)}/{fmt_percent(self.loss_rev)}")
+        if self.reorder > 0 or self.reorder_rev > 0:
+            parts.append(
+                f"reorder {fmt_percent(self.reorder)}/{fmt_percent(self.reorder_rev)} "
+                f"(+{fmt_time(self.reorder_delay)})"
+            )
         parts.append(f"{len(senders)} sender{'s' if len(senders) > 1 else ''}")
         parts.append(f"mtu {self.mtu}")
         return ", ".join(parts)
@@ -506,6 +558,9 @@ class LabConfig:
             d["delay_rev"] = fmt_time(self.delay_rev)
         d["loss"] = fmt_percent(self.loss)
         d["loss_rev"] = fmt_percent(self.loss_rev)
+        d["reorder"] = fmt_percent(self.reorder)
+        d["reorder_rev"] = fmt_percent(self.reorder_rev)
+        d["reorder_delay"] = fmt_time(self.reorder_delay)
         d["mtu"] = self.mtu
         if self._senders_follow_delays():
             d["senders"] = len(self._specs)
@@ -643,6 +698,9 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "delay_rev": ("delay_rev", _with_units(parse_time, '"20ms"')),
     "loss": ("loss", _with_units(parse_percent, '"0.1%"')),
     "loss_rev": ("loss_rev", _with_units(parse_percent, '"0.1%"')),
+    "reorder": ("reorder", _with_units(parse_percent, '"1%"')),
+    "reorder_rev": ("reorder_rev", _with_units(parse_percent, '"1%"')),
+    "reorder_delay": ("reorder_delay", _with_units(parse_time, '"1ms"')),
     "mtu": ("mtu", _exact(int, "an int like 1500")),
     "senders": ("senders", _exact(int, "a count like 3 (or [[sender]] tables)")),
 }

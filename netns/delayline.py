@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import random
 import select
 import signal
 import socket
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .ns import LabError, _open_target, _setns, command, path
-from .nfqueue import Packet, QueueSocket, batch_verdict, kernel_counters, parse
+from .nfqueue import Packet, QueueSocket, batch_verdict, kernel_counters, parse, requeue, verdict
 
 #: How often the stats file is rewritten and the namespace checked.
 STATS_INTERVAL = 0.5
@@ -82,6 +83,42 @@ CPU_DMA_LATENCY = "/dev/cpu_dma_latency"
 SO_TIMESTAMPNS = 35
 
 
+#: Reorder queues: the packets a queue holds back are moved (NF_QUEUE verdict) to queue
+#: REORDER_QUEUE_BASE + its number, which holds them for the extra time. The lab's own queues
+#: are 0..127 (two per sender), so the two ranges cannot meet.
+REORDER_QUEUE_BASE = 32768
+
+
+def reorder_queue(num: int) -> int:
+    """The queue number that holds back the reordered packets of queue `num`."""
+    return REORDER_QUEUE_BASE + num
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What one queue does: hold for `delay`; with `reorder` > 0, hold that random fraction of
+    its packets `reorder_delay` longer, so that packets behind them overtake them."""
+
+    num: int
+    delay: float
+    reorder: float = 0.0
+    reorder_delay: float = 0.0
+
+    def to_arg(self) -> str:
+        text = f"{self.num}:{self.delay!r}"
+        return text + (f":{self.reorder!r}:{self.reorder_delay!r}" if self.reorder else "")
+
+    @classmethod
+    def from_arg(cls, text: str) -> "Hold":
+        parts = text.split(":")
+        if len(parts) not in (2, 4):
+            raise ValueError(f"--queue {text!r}: write NUM:DELAY_S or NUM:DELAY_S:REORDER:EXTRA_S")
+        num, delay = int(parts[0]), float(parts[1])
+        if len(parts) == 2:
+            return cls(num, delay)
+        return cls(num, delay, float(parts[2]), float(parts[3]))
+
+
 def format_error_us(value: float | None) -> str:
     """A release-error quantile for people: the histogram's end buckets are open-ended, so a
     quantile that falls in one is shown as a bound ("≥20000"), not as the bucket's centre."""
@@ -98,11 +135,14 @@ class DelayQueue:
     """One NFQUEUE queue number with its constant delay and its counters."""
 
     __slots__ = ("num", "delay", "pending", "packets", "bytes", "released", "no_tstamp",
-                 "err_hist", "late_max", "early_max")
+                 "err_hist", "late_max", "early_max", "reorder", "reordered", "reorder_of")
 
-    def __init__(self, num: int, delay: float) -> None:
+    def __init__(self, num: int, delay: float, reorder: float = 0.0, reorder_of: int | None = None) -> None:
         self.num = num
         self.delay = delay
+        self.reorder = reorder  # fraction of arrivals moved to reorder_queue(num)
+        self.reordered = 0
+        self.reorder_of = reorder_of  # set on a reorder queue: the queue its packets came from
         self.pending: deque[tuple[float, int]] = deque()  # (release time, packet id)
         self.packets = 0
         self.bytes = 0
@@ -147,14 +187,24 @@ class DelayQueue:
             "err_p99_us": p99,
             "late_max_us": round(self.late_max * 1e6, 1),
             "early_max_us": round(self.early_max * 1e6, 1),
+            "reorder": self.reorder,
+            "reordered": self.reordered,
+            "reorder_of": self.reorder_of,
         }
 
 
 class DelayLine:
     """The event loop: read notifications, release what is due, sleep until the next release."""
 
-    def __init__(self, delays: dict[int, float], state_dir: Path, maxlen: int, netns: str | None) -> None:
-        self.queues = {num: DelayQueue(num, d) for num, d in sorted(delays.items())}
+    def __init__(self, holds: list[Hold], state_dir: Path, maxlen: int, netns: str | None,
+                 seed: int | None = None) -> None:
+        self.queues: dict[int, DelayQueue] = {}
+        for h in sorted(holds, key=lambda h: h.num):
+            self.queues[h.num] = DelayQueue(h.num, h.delay, h.reorder)
+            if h.reorder:
+                back = reorder_queue(h.num)
+                self.queues[back] = DelayQueue(back, h.delay + h.reorder_delay, reorder_of=h.num)
+        self.random = random.Random(seed).random
         self.state_dir = state_dir
         self.netns = netns
         self.started = time.time()
@@ -172,8 +222,11 @@ class DelayLine:
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.qs = QueueSocket()
-        for num in self.queues:
-            self.qs.bind(num, maxlen)
+        for num, q in self.queues.items():
+            # A reordering queue takes MTU-sized packets, not GSO bundles: holding back a 64 KB
+            # bundle would reorder ~44 packets as one block, which no real path does. The
+            # price is one notification per packet on that queue (see `lab up --reorder`).
+            self.qs.bind(num, maxlen, gso=not q.reorder)
 
     # -- the hot loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -192,6 +245,8 @@ class DelayLine:
         watch_held = (self.wake_r,)
         arrivals: list[Packet] = []
         queues = self.queues
+        # With a zero delay somewhere (a direction that only reorders), arrivals must be read
+        # as they come: then the socket is always watched.
         min_delay = min(q.delay for q in queues.values())
         next_stats = 0.0
         clock = time.time
@@ -228,7 +283,7 @@ class DelayLine:
             early = oversleep
             if backlog:
                 continue  # more notifications are waiting than one pass reads
-            if held:
+            if held and min_delay > 0:
                 # Unread arrivals can be due no sooner than the shortest delay after this read.
                 wake = min(wake, now + min_delay)
                 watch = watch_held
@@ -271,12 +326,20 @@ class DelayLine:
         if arrivals:
             t_read = time.time()
             queues = self.queues
+            rand = self.random
             for p in arrivals:
                 q = queues.get(p.queue)
                 if q is None:
                     continue
                 q.packets += 1
                 q.bytes += p.length
+                if q.reorder and rand() < q.reorder:
+                    # Hand it to the reorder queue now; it keeps its kernel arrival stamp, and
+                    # that queue's delay (ours + the extra) counts from it. Batch verdicts on this
+                    # queue skip it: it is no longer in this queue.
+                    sock.send(verdict(q.num, p.packet_id, requeue(reorder_queue(q.num))))
+                    q.reordered += 1
+                    continue
                 arrived = p.tstamp
                 if arrived is None:
                     q.no_tstamp += 1
@@ -338,6 +401,12 @@ class Route:
     in_if: str  # router interface the packets arrive on
     out_if: str  # router interface they leave by
     delay: float  # seconds
+    reorder: float = 0.0  # fraction held back reorder_delay longer
+    reorder_delay: float = 0.0  # seconds
+
+    @property
+    def hold(self) -> Hold:
+        return Hold(self.queue, self.delay, self.reorder, self.reorder_delay)
 
 
 def install_rules(router_ns: str, routes: list[Route]) -> None:
@@ -374,7 +443,7 @@ def start(router_ns: str, state_dir: Path, routes: list[Route], maxlen: int) -> 
     argv = [sys.executable, "-m", MODULE, "--netns", router_ns, "--state-dir", str(state_dir),
             "--maxlen", str(maxlen), "--realtime", str(REALTIME_PRIORITY)]
     for r in routes:
-        argv += ["--queue", f"{r.queue}:{r.delay!r}"]
+        argv += ["--queue", r.hold.to_arg()]
     rfd, wfd = os.pipe()
     log_path = state_dir / "delay.log"
     with open(log_path, "ab") as log:
@@ -522,16 +591,13 @@ def _low_timer_slack() -> None:
         pass
 
 
-def _queue_arg(text: str) -> tuple[int, float]:
-    num, _, delay = text.partition(":")
-    return int(num), float(delay)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m netns.delayline", description=__doc__.split("\n")[0])
     p.add_argument("--netns", help="router namespace to run in (default: the current one)")
     p.add_argument("--state-dir", type=Path, required=True)
-    p.add_argument("--queue", type=_queue_arg, action="append", required=True, metavar="NUM:DELAY_S")
+    p.add_argument("--queue", type=Hold.from_arg, action="append", required=True,
+                   metavar="NUM:DELAY_S[:REORDER:EXTRA_S]")
+    p.add_argument("--seed", type=int, help="seed of the reordering choices (default: random)")
     p.add_argument("--maxlen", type=int, default=1_000_000, help="packets each queue may hold")
     p.add_argument("--ready-fd", type=int, help="write 'ready' or 'error: ...' here, then close it")
     p.add_argument("--realtime", type=int, default=0, metavar="PRIO",
@@ -554,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:  # e.g. in a container without CAP_SYS_NICE: slower, still right
                 print(f"delay line: SCHED_FIFO refused ({e}); running with normal priority",
                       file=sys.stderr)
-        line = DelayLine(dict(args.queue), args.state_dir, args.maxlen, args.netns)
+        line = DelayLine(args.queue, args.state_dir, args.maxlen, args.netns, args.seed)
     except Exception as e:  # noqa: BLE001 - whatever stops start-up goes to the parent
         report(f"error: {e}")
         print(f"delay line: {e}", file=sys.stderr)

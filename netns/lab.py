@@ -58,7 +58,7 @@ from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import delayline, loss
-from .config import ETH_HLEN, LabConfig, QueueSpec, validate_name
+from .config import ETH_HLEN, LabConfig, QueueSpec, fmt_rate, validate_name
 from .ns import NETNS_DIR, LabError, _setns, _unshare_net, current, enter, exists, iproute, path
 
 log = logging.getLogger(__name__)
@@ -603,22 +603,56 @@ def _read_config(name: str) -> LabConfig | None:
     return LabConfig.from_dict(doc, source=str(state_dir(name) / "config.json"))
 
 
+#: Above this rate a reordering direction can outrun the delay line. Measured on the 2-vCPU
+#: development VM, kernel cubic, 10 ms each way, 1% reordering (MTU-sized packets in the
+#: forward queue): 100 Mbit/s used 0.34 of a core with release error p99 0.17 ms; 200 Mbit/s
+#: used 0.74 with p99 3.8 ms; 300 Mbit/s saturated a core. Most of it is kernel work done in
+#: the delay line's verdict calls: each released packet is forwarded and delivered one by one.
+REORDER_RATE_LIMIT = 100_000_000
+
+
+def reorder_warning(config: LabConfig) -> str | None:
+    """A warning when reordering is on at a rate where it may cost accuracy, else None."""
+    if not (config.reorder or config.reorder_rev):
+        return None
+    if config.rate is not None and config.rate <= REORDER_RATE_LIMIT:
+        return None
+    at = "without a rate limit" if config.rate is None else f"at {fmt_rate(config.rate)}"
+    return (f"reordering {at}: a reordering direction is handled per MTU-sized packet, which "
+            f"this delay line keeps accurate up to about {fmt_rate(REORDER_RATE_LIMIT)} on the "
+            f"development VM; watch the release error in `usertcp lab status`")
+
+
 def _delay_routes(names: Names, config: LabConfig) -> list[delayline.Route]:
     """One NFQUEUE per direction per sender (queue 2i forward, 2i+1 reverse), only where the
-    delay is not zero: a zero-delay direction is plain forwarding, at no cost."""
+    delay or reordering is not zero: a direction with neither is plain forwarding, at no cost.
+
+    A reordering direction's queue takes MTU-sized packets (the delay line binds it without the
+    GSO flag, so the kernel segments bundles before queueing): holding back one packet, not a
+    64 KB bundle, is what reordering on a real path looks like. Its cost is one notification
+    per packet in the delay line, so such a direction carries less than a GSO one does
+    (bench/lab_path.py measures it).
+    """
     routes = []
     for i, spec in enumerate(config.senders):
-        if spec.delay > 0:
-            routes.append(delayline.Route(2 * i, names.router_sender_if(i), names.router_receiver_if, spec.delay))
-        if spec.delay_rev > 0:
-            routes.append(delayline.Route(2 * i + 1, names.router_receiver_if, names.router_sender_if(i), spec.delay_rev))
+        fwd = (names.router_sender_if(i), names.router_receiver_if, spec.delay, config.reorder)
+        rev = (names.router_receiver_if, names.router_sender_if(i), spec.delay_rev, config.reorder_rev)
+        for queue, (in_if, out_if, delay, reorder) in ((2 * i, fwd), (2 * i + 1, rev)):
+            if delay > 0 or reorder > 0:
+                routes.append(delayline.Route(queue, in_if, out_if, delay, reorder,
+                                              config.reorder_delay if reorder else 0.0))
     return routes
 
 
 def _label_queues(report: dict[str, Any]) -> None:
+    """Name each queue by sender and direction; a reorder queue (delayline.reorder_queue) is
+    the direction's "held back" part."""
     for num, q in report["queues"].items():
-        q["sender"] = int(num) // 2
-        q["direction"] = "forward" if int(num) % 2 == 0 else "reverse"
+        base = q["reorder_of"] if q.get("reorder_of") is not None else int(num)
+        q["sender"] = base // 2
+        q["direction"] = "forward" if base % 2 == 0 else "reverse"
+        if q.get("reorder_of") is not None:
+            q["direction"] += " held back"
         q.update({k: v for k, v in report["kernel"].get(num, {}).items() if k != "portid"})
 
 
@@ -731,7 +765,9 @@ class Lab:
     receiver, `queue` its limit (bytes, "100p", "1bdp"; `queue_bytes` is the same in bytes;
     default: one BDP with a delay, else 10 ms at the rate), `burst_bytes` its bucket; `delay`
     and `delay_rev` the one-way delays (s) of each direction; `loss`/`loss_rev` random loss
-    fractions; `senders` how many sender namespaces share the bottleneck; `mtu` for all veths.
+    fractions; `reorder`/`reorder_rev` the fractions of packets held `reorder_delay` (s) longer
+    than the rest, so later ones overtake them (per MTU-sized packet: see _delay_routes);
+    `senders` how many sender namespaces share the bottleneck; `mtu` for all veths.
     Use as a context manager (up on enter, down on exit, also on an exception), or call
     up()/down(). Offloads keep veth defaults (TSO/GSO on): 64 KB super-packets travel as such up
     to the bottleneck, and through the delay line.
@@ -750,6 +786,9 @@ class Lab:
         delay_rev: float | None = None,
         loss: float = 0.0,
         loss_rev: float = 0.0,
+        reorder: float = 0.0,
+        reorder_rev: float = 0.0,
+        reorder_delay: float = 0.001,
         senders: int = 1,
     ) -> None:
         if queue_bytes is not None and queue is not None:
@@ -766,7 +805,8 @@ class Lab:
             raise ValueError(f"mtu must be an int from 68 (IPv4 minimum) to 65535, got {mtu!r}")
         self._init(LabConfig(
             name=name, rate=rate, queue=queue, burst_bytes=burst_bytes, delay=delay,
-            delay_rev=delay_rev, loss=loss, loss_rev=loss_rev, senders=senders, mtu=mtu,
+            delay_rev=delay_rev, loss=loss, loss_rev=loss_rev, reorder=reorder,
+            reorder_rev=reorder_rev, reorder_delay=reorder_delay, senders=senders, mtu=mtu,
         ))
 
     @classmethod

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET = 0
+NFQNL_MSG_VERDICT = 1
 NFQNL_MSG_CONFIG = 2
 NFQNL_MSG_VERDICT_BATCH = 3
 NLMSG_ERROR = 2
@@ -58,6 +59,17 @@ NFQA_CFG_F_GSO = 4
 
 NF_DROP = 0
 NF_ACCEPT = 1
+NF_QUEUE = 3
+#: A queue verdict carries the target queue number in its upper 16 bits (NF_VERDICT_QBITS,
+#: include/uapi/linux/netfilter.h); nf_reinject then queues the packet again at the same hook.
+NF_VERDICT_QBITS = 16
+
+
+def requeue(target: int) -> int:
+    """The verdict that moves a packet to queue `target` (it is then that queue's packet)."""
+    if not 0 <= target <= 0xFFFF:
+        raise ValueError(f"queue number {target} is not a u16")
+    return NF_QUEUE | (target << NF_VERDICT_QBITS)
 
 #: Bytes of each packet copied to us: the IPv4 and TCP headers without options, enough to tell
 #: flows apart in a trace. The kernel adds NFQA_CAP_LEN (the full length) when it truncates.
@@ -103,6 +115,14 @@ def batch_verdict(queue: int, last_id: int, verdict: int = NF_ACCEPT) -> bytes:
     return _message(
         NFQNL_MSG_VERDICT_BATCH, queue,
         _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, last_id)), NLM_F_REQUEST,
+    )
+
+
+def verdict(queue: int, packet_id: int, value: int) -> bytes:
+    """The message that gives verdict `value` to the one packet `packet_id` of `queue`."""
+    return _message(
+        NFQNL_MSG_VERDICT, queue,
+        _attr(NFQA_VERDICT_HDR, struct.pack("!II", value, packet_id)), NLM_F_REQUEST,
     )
 
 
@@ -185,9 +205,11 @@ class QueueSocket:
                     return
                 off += max(mlen, _NLMSGHDR.size) + (-mlen % 4)
 
-    def bind(self, queue: int, maxlen: int) -> None:
+    def bind(self, queue: int, maxlen: int, gso: bool = True) -> None:
         """Bind `queue`: copy COPY_RANGE bytes of each packet, hold up to `maxlen` packets,
-        keep GSO bundles whole. The kernel answers EPERM when another socket holds the queue
+        and keep GSO bundles whole (`gso`), or have the kernel segment them before queueing so
+        that every MTU-sized packet is its own entry (skb_gso_segment in nfqnl_enqueue_packet).
+        The kernel answers EPERM when another socket holds the queue
         (nfqnl_recv_config: peer portid mismatch) and EBUSY when this socket bound it already."""
         try:
             self._request(queue, _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET)))
@@ -203,7 +225,7 @@ class QueueSocket:
         self._request(queue, _attr(NFQA_CFG_QUEUE_MAXLEN, _U32BE.pack(maxlen)))
         self._request(
             queue,
-            _attr(NFQA_CFG_FLAGS, _U32BE.pack(NFQA_CFG_F_GSO))
+            _attr(NFQA_CFG_FLAGS, _U32BE.pack(NFQA_CFG_F_GSO if gso else 0))
             + _attr(NFQA_CFG_MASK, _U32BE.pack(NFQA_CFG_F_GSO)),
         )
 

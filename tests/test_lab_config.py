@@ -7,6 +7,7 @@ or of a config file sees.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -249,6 +250,7 @@ def test_defaults():
     assert c.senders == (SenderSpec(0.0, 0.0),)
     assert c.rtt == 0 and c.bdp_bytes() is None and c.queue_bytes() is None
     assert c.describe() == "unshaped, no delay, no loss, 1 sender, mtu 1500"
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.0, 0.0, 0.001)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +277,27 @@ def test_defaults():
         ({"loss": 1.0}, "loss must be a fraction from 0 to below 1 (0.001 is 0.1%)"),
         ({"loss_rev": -0.1}, "loss_rev must be a fraction"),
         ({"loss": "1%"}, "loss must be a fraction"),
+        ({"reorder": 0.6}, "reorder must be a fraction from 0 to 0.5 (0.01 is 1%; above one half"),
+        ({"reorder": 0.5000001}, "reorder must be a fraction from 0 to 0.5"),
+        ({"reorder": -0.01}, "reorder must be a fraction from 0 to 0.5"),
+        ({"reorder": True}, "reorder must be a fraction"),
+        ({"reorder": "1%"}, "reorder must be a fraction"),
+        ({"reorder": float("nan")}, "reorder must be a fraction"),
+        ({"reorder_rev": 0.51}, "reorder_rev must be a fraction from 0 to 0.5"),
+        ({"reorder_rev": -0.1}, "reorder_rev must be a fraction"),
+        ({"reorder_rev": False}, "reorder_rev must be a fraction"),
+        ({"reorder_delay": 0}, "reorder_delay must be from 10us to 500ms (seconds as a float), "
+                               "got 0"),
+        ({"reorder_delay": 0.0}, "reorder_delay must be from 10us to 500ms"),
+        ({"reorder_delay": 0.000009}, "reorder_delay must be from 10us to 500ms (seconds as a "
+                                      "float), got 9us"),
+        ({"reorder_delay": 0.6}, "reorder_delay must be from 10us to 500ms (seconds as a float), "
+                                 "got 600ms"),
+        ({"reorder_delay": -0.001}, "reorder_delay must be from 10us to 500ms"),
+        ({"reorder_delay": True}, "reorder_delay must be from 10us to 500ms"),
+        ({"reorder_delay": "1ms"}, "reorder_delay must be from 10us to 500ms (seconds as a "
+                                   "float), got '1ms'"),
+        ({"reorder_delay": float("inf")}, "reorder_delay must be from 10us"),
         ({"senders": 0}, "senders must be an int from 1 to 64"),
         ({"senders": 65}, "from 1 to 64"),
         ({"senders": ()}, "give 1 to 64 senders, got 0"),
@@ -289,6 +312,32 @@ def test_validation_errors(kw, hint):
     with pytest.raises(ValueError) as e:
         LabConfig(**kw)
     assert hint in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"reorder": 0}, {"reorder": 0.0}, {"reorder": 0.01}, {"reorder": 0.5},
+        {"reorder_rev": 0.5}, {"reorder": 0.5, "reorder_rev": 0.5},
+        {"reorder": 0.01, "reorder_delay": 0.00001}, {"reorder": 0.01, "reorder_delay": 0.5},
+        {"reorder_delay": 0.2},  # a hold without reordering is unused, not an error
+    ],
+)
+def test_reorder_valid(kw):
+    c = LabConfig(**kw)
+    for field, value in kw.items():
+        assert getattr(c, field) == value and type(getattr(c, field)) is float
+
+
+def test_reorder_needs_no_delay():
+    c = LabConfig(reorder=0.01)
+    assert c.delay == 0 and c.rtt == 0 and c.reorder == 0.01
+    assert c.describe() == "unshaped, no delay, no loss, reorder 1%/0% (+1ms), 1 sender, mtu 1500"
+
+
+def test_reorder_delay_is_kept_to_the_nanosecond():
+    assert LabConfig(reorder=0.01, reorder_delay=0.001 + 1e-12).reorder_delay == 0.001
+    assert LabConfig(reorder_delay=0.1 + 0.2).reorder_delay == 0.3
 
 
 def test_sender_spec_validates():
@@ -353,6 +402,32 @@ def test_describe():
 
 
 @pytest.mark.parametrize(
+    "kw, part",
+    [
+        ({"reorder": 0.01}, "reorder 1%/0% (+1ms)"),
+        ({"reorder_rev": 0.005}, "reorder 0%/0.5% (+1ms)"),
+        ({"reorder": 0.5, "reorder_rev": 0.02, "reorder_delay": 0.00015},
+         "reorder 50%/2% (+150us)"),
+        ({"reorder": 0.001, "reorder_delay": 0.5}, "reorder 0.1%/0% (+500ms)"),
+    ],
+)
+def test_describe_reorder(kw, part):
+    c = LabConfig(rate=50_000_000, delay=0.02, loss=0.001, **kw)
+    assert c.describe() == (
+        f"50 Mbit/s, 20ms+20ms one-way (RTT 40ms), queue default, loss 0.1%/0%, {part}, "
+        f"1 sender, mtu 1500"
+    )
+    assert f"no loss, {part}, 1 sender" in LabConfig(**kw).describe()
+
+
+def test_describe_without_reorder_leaves_it_out():
+    assert "reorder" not in WAN.describe()
+    # a hold with both fractions 0 reorders nothing, so it is not mentioned
+    c = LabConfig(reorder_delay=0.005)
+    assert c.describe() == "unshaped, no delay, no loss, 1 sender, mtu 1500"
+
+
+@pytest.mark.parametrize(
     "config",
     [
         LabConfig(),
@@ -364,6 +439,12 @@ def test_describe():
         LabConfig(rate=10**10, queue=QueueSpec(65536, "bytes"), delay=0.00005),
         LabConfig(delay=0.02, senders=(SenderSpec(0.01, 0.02), SenderSpec(0.5, 0.0))),
         LabConfig(delay=0.02, delay_rev=0.02),  # an explicit delay_rev stays explicit
+        LabConfig(reorder=0.01),
+        LabConfig(reorder=0.5, reorder_rev=0.5, reorder_delay=0.5),
+        LabConfig(reorder=0.0123, reorder_rev=0.0001, reorder_delay=0.00001),
+        LabConfig(rate=50_000_000, delay=0.02, reorder_rev=0.03, reorder_delay=0.0001234567),
+        LabConfig(reorder_delay=0.25),  # an unused hold still round-trips
+        LabConfig(reorder=0.1 + 0.2, reorder_delay=0.1 + 0.2),
     ],
 )
 def test_to_dict_from_dict_round_trip(config):
@@ -375,8 +456,13 @@ def test_to_dict_from_dict_round_trip(config):
 def test_to_dict_form():
     assert WAN.to_dict() == {
         "name": "ut", "rate": "50mbit", "queue": "1bdp", "delay": "20ms", "loss": "0%",
-        "loss_rev": "0%", "mtu": 1500, "senders": 1,
+        "loss_rev": "0%", "reorder": "0%", "reorder_rev": "0%", "reorder_delay": "1ms",
+        "mtu": 1500, "senders": 1,
     }
+    reordering = LabConfig(reorder=0.01, reorder_rev=0.005, reorder_delay=0.00015).to_dict()
+    assert (reordering["reorder"], reordering["reorder_rev"], reordering["reorder_delay"]) == (
+        "1%", "0.5%", "150us",
+    )
     per_sender = LabConfig(senders=(SenderSpec(0.01, 0.01), SenderSpec(0.04, 0.005)))
     assert per_sender.to_dict()["sender"] == [
         {"delay": "10ms", "delay_rev": "10ms"}, {"delay": "40ms", "delay_rev": "5ms"},
@@ -399,6 +485,20 @@ def test_from_dict_accepts_numbers_where_unambiguous():
         ({"delay": 20}, "cfg.toml: delay: invalid time '20': add a unit"),
         ({"delay": True}, 'cfg.toml: delay: expected a string like "20ms"'),
         ({"loss": 0.01}, "cfg.toml: loss: invalid percentage '0.01'"),
+        ({"reorder": 0.01}, "cfg.toml: reorder: invalid percentage '0.01'"),
+        ({"reorder": "1"}, "cfg.toml: reorder: invalid percentage '1': a bare number"),
+        ({"reorder": True}, 'cfg.toml: reorder: expected a string like "1%"'),
+        ({"reorder": ["1%"]}, 'cfg.toml: reorder: expected a string like "1%"'),
+        ({"reorder": "60%"}, "cfg.toml: reorder must be a fraction from 0 to 0.5"),
+        ({"reorder_rev": "often"}, "cfg.toml: reorder_rev: invalid percentage 'often'"),
+        ({"reorder_rev": "51%"}, "cfg.toml: reorder_rev must be a fraction from 0 to 0.5"),
+        ({"reorder_delay": "2"}, "cfg.toml: reorder_delay: invalid time '2': add a unit"),
+        ({"reorder_delay": 2}, "cfg.toml: reorder_delay: invalid time '2': add a unit"),
+        ({"reorder_delay": False}, 'cfg.toml: reorder_delay: expected a string like "1ms"'),
+        ({"reorder_delay": "0"}, "cfg.toml: reorder_delay must be from 10us to 500ms"),
+        ({"reorder_delay": "1s"}, "cfg.toml: reorder_delay must be from 10us to 500ms"),
+        ({"reorder_delay": "5us"}, "cfg.toml: reorder_delay must be from 10us to 500ms"),
+        ({"reorde": "1%"}, "cfg.toml: unknown key 'reorde' (known keys: "),
         ({"rate": "50mbps"}, "cfg.toml: rate: invalid rate '50mbps'"),
         ({"rate": 5e7}, 'cfg.toml: rate: expected a string like "50mbit" or an int'),
         ({"rate": "50mbit", "queue": "deep"}, "cfg.toml: queue: invalid queue 'deep'"),
@@ -435,6 +535,18 @@ def test_replace_moves_following_senders_but_keeps_own_delays():
     own = LabConfig(delay=0.02, senders=(SenderSpec(0.01, 0.01), SenderSpec(0.04, 0.04)))
     assert own.replace(delay=0.05).senders == own.senders
     assert own.replace(senders=2).senders == (SenderSpec(0.02, 0.02),) * 2
+
+
+def test_replace_reorder():
+    c = WAN.replace(reorder=0.01, reorder_rev=None, reorder_delay=None)
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.01, 0.0, 0.001)
+    c = c.replace(reorder_rev=0.02, reorder_delay=0.003)
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.01, 0.02, 0.003)
+    assert c.replace(reorder=0.0).reorder == 0.0  # 0 is "given", unlike None
+    with pytest.raises(ValueError, match="reorder_delay must be from 10us to 500ms"):
+        c.replace(reorder_delay=0.0)
+    with pytest.raises(ValueError, match="reorder must be a fraction from 0 to 0.5"):
+        c.replace(reorder=0.75)
 
 
 def test_replace_errors():
@@ -474,6 +586,25 @@ def test_from_toml(tmp_path):
     assert c.queue_bytes() == 156_250
 
 
+def test_from_toml_reorder(tmp_path):
+    path = write(tmp_path, 'delay = "20ms"\nreorder = "1%"\nreorder_rev = "0.5%"\n'
+                           'reorder_delay = "2ms"\n')
+    c = LabConfig.from_toml(path)
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.01, 0.005, 0.002)
+    assert c == LabConfig(delay=0.02, reorder=0.01, reorder_rev=0.005, reorder_delay=0.002)
+    bounds = write(tmp_path, 'reorder = "50%"\nreorder_delay = "10us"\n')
+    c = LabConfig.from_toml(bounds)
+    assert (c.reorder, c.reorder_delay) == (0.5, 0.00001)
+    assert LabConfig.from_toml(write(tmp_path, 'reorder = "0"\n')) == LabConfig()
+
+
+def test_unknown_keys_lists_reorder_keys():
+    with pytest.raises(ValueError) as e:
+        LabConfig.from_dict({"reordering": "1%"}, source="cfg.toml")
+    assert "unknown key 'reordering'" in str(e.value)
+    assert "reorder, reorder_delay, reorder_rev" in str(e.value)
+
+
 def test_from_toml_per_sender_tables(tmp_path):
     path = write(tmp_path, """\
 rate = "50mbit"
@@ -499,6 +630,8 @@ delay_rev = "5ms"
         ('rate = "50mbit"\ndelay = "20"\n', "delay: invalid time '20': add a unit"),
         ('senders = 2\n[[sender]]\ndelay = "1ms"\n', "give either `senders = N` or [[sender]]"),
         ('[[sender]]\ndelay = "1ms"\nloss = "1%"\n', "sender #1: unknown key 'loss'"),
+        ('[[sender]]\nreorder = "1%"\n', "sender #1: unknown key 'reorder'"),
+        ('reorder = "1%"\nreorder_delay = "0.6s"\n', "reorder_delay must be from 10us to 500ms"),
         ('rate = 50mbit\n', "invalid TOML"),
     ],
 )
@@ -563,6 +696,15 @@ def test_preset_overrides():
     assert c.queue_bytes() == 625_000  # 1 BDP of the new RTT
 
 
+def test_preset_reorder_overrides():
+    c = preset("wan-50m-40ms", reorder=0.01, reorder_delay=0.002)
+    assert (c.rate, c.rtt, c.reorder, c.reorder_rev, c.reorder_delay) == (
+        50_000_000, 0.04, 0.01, 0.0, 0.002,
+    )
+    assert "no loss, reorder 1%/0% (+2ms), 1 sender" in c.describe()
+    assert preset("wan-50m-40ms", reorder=None) == preset("wan-50m-40ms")
+
+
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown preset 'wan-5g'; known presets: ") as e:
         preset("wan-5g")
@@ -578,3 +720,95 @@ def test_import_does_not_load_pyroute2():
     code = "import sys, netns.config; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# `usertcp lab up` flags (parsed only: building a lab needs root and is tested in test_lab.py)
+
+
+def lab_up_args(*argv: str) -> argparse.Namespace:
+    from netns.cli import register
+
+    parser = argparse.ArgumentParser(prog="usertcp")
+    register(parser.add_subparsers())
+    return parser.parse_args(["lab", "up", *argv])
+
+
+def test_cli_reorder_flags():
+    from netns.cli import config_from_args
+
+    args = lab_up_args("--reorder", "1%", "--reorder-rev", "0.5%", "--reorder-delay", "2ms")
+    assert (args.reorder, args.reorder_rev, args.reorder_delay) == (0.01, 0.005, 0.002)
+    c = config_from_args(args)
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.01, 0.005, 0.002)
+    assert c.delay == 0  # reordering needs no delay
+    assert config_from_args(lab_up_args()) == LabConfig()  # not given: the defaults
+
+
+def test_cli_reorder_flags_override_a_preset_and_a_file(tmp_path):
+    from netns.cli import config_from_args
+
+    c = config_from_args(lab_up_args("--preset", "wan-50m-40ms", "--reorder", "1%"))
+    assert c == preset("wan-50m-40ms", reorder=0.01)
+    assert c.reorder_delay == 0.001 and c.reorder_rev == 0.0
+    path = write(tmp_path, 'delay = "20ms"\nreorder = "2%"\nreorder_rev = "1%"\n'
+                           'reorder_delay = "5ms"\n')
+    from_file = config_from_args(lab_up_args("-c", str(path)))
+    assert (from_file.reorder, from_file.reorder_rev, from_file.reorder_delay) == (
+        0.02, 0.01, 0.005,
+    )
+    c = config_from_args(
+        lab_up_args("-c", str(path), "--reorder-rev", "0%", "--reorder-delay", "150us")
+    )
+    assert (c.reorder, c.reorder_rev, c.reorder_delay) == (0.02, 0.0, 0.00015)
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (("--reorder", "1"), "invalid percentage '1': a bare number is ambiguous"),
+        (("--reorder-rev", "lots"), "invalid percentage 'lots'"),
+        (("--reorder-delay", "2"), "invalid time '2': add a unit"),
+    ],
+)
+def test_cli_reorder_flag_parse_errors(capsys, argv, hint):
+    with pytest.raises(SystemExit) as e:
+        lab_up_args(*argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}" in err and hint in err
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (("--reorder", "60%"), "reorder must be a fraction from 0 to 0.5"),
+        (("--reorder-rev", "50.1%"), "reorder_rev must be a fraction from 0 to 0.5"),
+        (("--reorder-delay", "0"), "reorder_delay must be from 10us to 500ms"),
+        (("--reorder", "1%", "--reorder-delay", "1s"), "reorder_delay must be from 10us to 500ms"),
+    ],
+)
+def test_cli_reorder_flag_range_errors(argv, hint):
+    from netns.cli import config_from_args
+
+    with pytest.raises(ValueError, match=hint):
+        config_from_args(lab_up_args("--preset", "wan-50m-40ms", *argv))
+
+
+def test_cli_reorder_help(capsys):
+    with pytest.raises(SystemExit):
+        lab_up_args("--help")
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    assert "--reorder PCT" in text and "--reorder-rev PCT" in text
+    assert "--reorder-delay TIME" in text and "(default: 1ms)" in text
+    assert "held back by --reorder-delay so later ones overtake them: 1%" in text
+
+
+def test_reorder_warning_above_the_measured_per_packet_rate():
+    from netns.lab import REORDER_RATE_LIMIT, reorder_warning
+
+    assert reorder_warning(LabConfig(rate=50_000_000, delay=0.01)) is None
+    assert reorder_warning(LabConfig(rate=REORDER_RATE_LIMIT, reorder=0.01)) is None
+    fast = reorder_warning(LabConfig(rate=REORDER_RATE_LIMIT + 1, reorder_rev=0.01))
+    assert fast and "per MTU-sized packet" in fast and "100 Mbit/s" in fast
+    assert "without a rate limit" in reorder_warning(LabConfig(reorder=0.01))
