@@ -18,7 +18,7 @@ removes the lab again, also on Ctrl-C):
                  (200,000 with --quick) and the loss program's own counters.
   reorder        1% of forward packets held back 1 ms, 50 Mbit/s, 20 ms each way: 300,000
                  UDP datagrams (60,000 with --quick); the share held back (1% within 5 sigma)
-                 and the receiver's out-of-order count (must equal it); then kernel cubic.
+                 and the receiver's out-of-order count (97-100% of it); then kernel cubic.
 
 CPU: the delay line's on-CPU time from /proc/PID/schedstat over the measured part of a run, as
 a fraction of one core (utime and stime from /proc/PID/stat are shown as a split; this kernel
@@ -26,7 +26,8 @@ samples them per tick). Its stime includes kernel work done in its context: each
 re-injects the released packets, so forwarding, the bottleneck's qdisc and any softirq work the
 kernel runs on the way back (the receiver's TCP, the sender's ACK processing) is charged to it.
 Machine CPU is /proc/stat's busy share of all cores (steal is recorded in the JSON: on a shared
-VM it explains many outliers).
+VM it explains many outliers). While a delay line runs, idle CPUs poll instead of halting (its
+PM QoS request); /proc/stat still counts that polling as idle.
 
 Prints a table (PASS/FAIL against the targets) and, with --json, writes every figure with the
 machine's details. A missed target is reported, not an error: the exit status is 0 unless a
@@ -738,13 +739,15 @@ def measure_loss_accuracy(args: argparse.Namespace, report: Report) -> None:
 
 REORDER = 0.01
 REORDER_EXTRA = 0.001
+OOO_SHARE = 0.97
 
 
 def measure_reorder(args: argparse.Namespace, report: Report) -> None:
     """1% of forward packets held back 1 ms, 50 Mbit/s, 20 ms each way: the share the delay
     line held back against 1% (5-sigma binomial bounds), the datagrams the receiver saw out of
     order (iperf3's own count: at 40 Mbit/s packets are 0.3 ms apart, so each held one is
-    overtaken and should be counted once), the release error of both queues, the CPU; then
+    overtaken and counted once, unless the sender paused for the whole extra hold), the
+    release error of both queues, the CPU; then
     kernel cubic through the same lab, for the goodput and retransmits reordering costs it."""
     m = "reorder"
     name = LAB_NAMES[m]
@@ -779,8 +782,12 @@ def measure_reorder(args: argparse.Namespace, report: Report) -> None:
     report.add(Row(m, cond, "share held back", None if share is None else share * 100, "%",
                    f"{REORDER * 100:g}% ± {5 * sigma * 100:.2f}% (5σ)",
                    share is not None and abs(share - REORDER) <= 5 * sigma))
+    # Each held datagram is overtaken unless iperf3 sent nothing for the whole extra hold
+    # (it paces in bursts, and a VM stalls it now and then): a few per cent may arrive in order.
+    # More out-of-order datagrams than held ones would mean reordering the lab did not ask for.
     report.add(Row(m, cond, "receiver's out-of-order datagrams", out_of_order, "",
-                   f"= held back ({held})", out_of_order == held))
+                   f"{OOO_SHARE:.0%}–100% of held back ({held})",
+                   out_of_order is not None and OOO_SHARE * held <= out_of_order <= held))
     for label, q in (("forward", fwd), ("held back", back)):
         report.info(m, cond, f"delay line err p99 ({label})",
                     None if q.get("err_p99_us") is None else q["err_p99_us"] / 1e3, " ms")

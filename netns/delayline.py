@@ -236,7 +236,9 @@ class DelayLine:
         stamp, not our read time, so it only has to be read before it can be due, i.e. within
         the shortest delay of the last read. Sleeping through arrivals halves the wake-ups at
         1 Gbit/s (one per release instead of one per release and one per arrival). Only while
-        nothing is held do we wait on the socket itself.
+        nothing is held do we wait on the socket itself. A packet without a kernel stamp is
+        timed from when it is read, which can now be up to that shortest delay late; the
+        per-queue `no_timestamp` counter shows whether any were.
         """
         buf = bytearray(1 << 16)
         view = memoryview(buf)
