@@ -599,7 +599,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--queue", type=Hold.from_arg, action="append", required=True,
                    metavar="NUM:DELAY_S[:REORDER:EXTRA_S]")
-    p.add_argument("--seed", type=int, help="seed of the reordering choices (default: random)")
     p.add_argument("--maxlen", type=int, default=1_000_000, help="packets each queue may hold")
     p.add_argument("--ready-fd", type=int, help="write 'ready' or 'error: ...' here, then close it")
     p.add_argument("--realtime", type=int, default=0, metavar="PRIO",
@@ -622,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:  # e.g. in a container without CAP_SYS_NICE: slower, still right
                 print(f"delay line: SCHED_FIFO refused ({e}); running with normal priority",
                       file=sys.stderr)
-        line = DelayLine(args.queue, args.state_dir, args.maxlen, args.netns, args.seed)
+        line = DelayLine(args.queue, args.state_dir, args.maxlen, args.netns)
     except Exception as e:  # noqa: BLE001 - whatever stops start-up goes to the parent
         report(f"error: {e}")
         print(f"delay line: {e}", file=sys.stderr)
