@@ -904,3 +904,25 @@ def test_shrink_window_keeps_within_the_buffer():
     assert r.beyond_window_bytes == 0 and r.shrunk_window_bytes == old_edge - got
     r.receive(data_seg(got, old_edge - got + 10), 5.1)
     assert r.beyond_window_bytes == 10
+
+
+def test_link_duplicates_with_its_own_generator():
+    """Duplication draws from its own generator: the same seed loses the same packets with and
+    without it, and each copy arrives DUP_GAP after its original."""
+    from usertcp.sim.link import DUP_GAP
+
+    def run(dup):
+        link = Link(delay=0.01, loss=0.3, seed=9, duplicate=dup)
+        kept = [link.send(data_seg(i * SMSS), 0.0) for i in range(200)]
+        return link, kept
+
+    plain, kept_plain = run(0.0)
+    dupl, kept_dup = run(0.2)
+    assert kept_plain == kept_dup and plain.dropped_loss == dupl.dropped_loss
+    assert plain.duplicated == 0 and 20 < dupl.duplicated < 60
+    first = dupl.deliver(0.01)
+    again = dupl.deliver(0.01 + DUP_GAP)
+    assert len(first) == sum(kept_dup) and len(again) == dupl.duplicated
+    assert {s.seq for s in again} <= {s.seq for s in first}
+    with pytest.raises(ValueError):
+        Link(duplicate=1.5)

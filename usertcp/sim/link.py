@@ -28,6 +28,7 @@ from typing import Callable
 from ..segment import Flags, Options, Segment, Transmission, parse_options
 
 HEADER_BYTES = 20 + 20 + 14  # IPv4 + TCP + Ethernet, without options
+DUP_GAP = 1e-6  # a duplicate arrives this long after its original
 
 _MASK = 0xFFFFFFFF
 _NOT_FIN_PSH = ~(Flags.FIN | Flags.PSH)
@@ -108,16 +109,19 @@ class Link:
       entering the link from 0 (queue drops included).
     - `extra_delay`: optional `f(index, segment) -> seconds` added to one packet's delay, to make
       jitter or reordering (arrivals then leave FIFO order; they are delivered by time).
+    - `duplicate`: probability that a delivered packet arrives twice (the copy DUP_GAP after the
+      original, as a link-layer retransmission whose ACK was lost would produce), drawn from its
+      own generator so that adding duplication does not change which packets are lost.
 
     Counters (bytes are wire bytes): `packets_in`, `bytes_in`, `delivered`, `bytes_delivered`,
-    `dropped_queue`, `dropped_loss`, `max_backlog`.
+    `dropped_queue`, `dropped_loss`, `duplicated`, `max_backlog`.
     """
 
     __slots__ = (
         "name", "delay", "rate", "queue_bytes", "extra_delay", "_drop", "_p", "_rng",
         "_busy_until", "_backlog", "_backlog_bytes", "_flight", "_n",
         "packets_in", "bytes_in", "delivered", "bytes_delivered",
-        "dropped_queue", "dropped_loss", "max_backlog",
+        "dropped_queue", "dropped_loss", "max_backlog", "_dup_p", "_dup_rng", "duplicated",
     )
 
     def __init__(
@@ -129,6 +133,7 @@ class Link:
         seed: int = 0,
         extra_delay: Callable[[int, Segment], float] | None = None,
         name: str = "link",
+        duplicate: float = 0.0,
     ):
         if delay < 0:
             raise ValueError("delay must be >= 0")
@@ -146,6 +151,11 @@ class Link:
                 raise ValueError("loss probability must be in [0, 1]")
             self._drop, self._p = None, float(loss)
             self._rng = random.Random(seed) if loss > 0 else None
+        if not 0.0 <= duplicate <= 1.0:
+            raise ValueError("duplicate probability must be in [0, 1]")
+        self._dup_p = float(duplicate)
+        self._dup_rng = random.Random(seed ^ 0x5EED_D0B1) if duplicate > 0 else None
+        self.duplicated = 0
         self._busy_until = 0.0
         self._backlog: deque[tuple[float, int]] = deque()  # (serialisation end, size)
         self._backlog_bytes = 0
@@ -200,6 +210,10 @@ class Link:
         if self.extra_delay is not None:
             arrival += self.extra_delay(index, seg)
         heappush(self._flight, (arrival, index, size, seg))
+        if self._dup_rng is not None and self._dup_rng.random() < self._dup_p:
+            # Same index, later arrival: the heap orders by time first, so the tuples never tie.
+            heappush(self._flight, (arrival + DUP_GAP, index, size, seg))
+            self.duplicated += 1
         return True
 
     def deliver(self, now: float) -> list[Segment]:
@@ -243,5 +257,6 @@ class Link:
             "bytes_delivered": self.bytes_delivered,
             "dropped_queue": self.dropped_queue,
             "dropped_loss": self.dropped_loss,
+            "duplicated": self.duplicated,
             "max_backlog": self.max_backlog,
         }
