@@ -414,3 +414,55 @@ def test_bytes_source_round_trip():
     res = run(conn, rcv=rcv)
     assert_delivered(res, conn, src)
     assert bytes(rcv.data) == data
+
+
+# ------------------------------------------------------------------ scenarios (issue 4)
+
+
+def test_zero_window_held_for_30_s_then_resumed():
+    """The peer's application stops reading for 30 s: the window closes, the sender probes it
+    with backoff (RFC 9293 §3.8.6.1) without ever counting a timeout or giving up, and the
+    transfer completes once the peer reads again."""
+    conn, src = make(300_000)
+    rcv = Receiver(port=REMOTE[1], rcv_buf=32_768, reading=False)
+    fwd, rev = Link(delay=0.02), Link(delay=0.02)
+    res = simulate(conn, rcv, fwd, rev, until=30.0, trace=True)
+    assert res.reason == "until" and conn.state is State.ESTABLISHED and conn.error is None
+    assert conn.snd_wnd == 0 and conn.timeouts == 0 and conn.fast_retransmits == 0
+    probes = [t[0] for t in res.trace if t[1] == "fwd" and t[5] == 1]
+    # Backoff: the gaps double up to the cap, so 30 s take only a handful of probes.
+    assert 4 <= len(probes) <= 12, probes
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert all(b >= a * 0.95 for a, b in zip(gaps, gaps[1:])) and gaps[-1] <= conn.rtt.max_rto + 0.1
+    rcv.reading = True
+    rcv.read(30.0)
+    res2 = simulate(conn, rcv, fwd, rev, until=120.0, connect=False, start=30.0)
+    assert res2.completed and conn.error is None
+    assert rcv.bytes_received == src.size and rcv.sha256() == src.sha256()
+    # Resumed promptly: within the next probe interval plus the transfer itself.
+    assert res2.end - 30.0 < gaps[-1] + 2.0
+
+
+def test_peer_vanished_ends_the_connection_after_the_give_up_limit():
+    """Every packet to the peer is lost from t = 0.5 s on: the RTO backs off and after
+    max_retries timeouts the connection closes with the error "timeout" instead of hanging."""
+    retries = 5
+    conn, src = make(20_000_000, max_retries=retries)
+    vanished = {"t": 0.0}
+
+    class Clocked(Link):
+        __slots__ = ()
+
+        def send(self, seg, now, size=None):
+            vanished["t"] = now
+            return super().send(seg, now, size)
+
+    fwd = Clocked(delay=0.01, rate=50e6, queue_bytes=1 << 20, loss=lambda _i, _s: vanished["t"] >= 0.5)
+    res = run(conn, fwd=fwd, until=600.0)
+    assert conn.closed and conn.error == "timeout"
+    assert [e.kind for e in res.events][-2:] == ["error", "closed"]
+    assert conn.timeouts == retries
+    # Backed-off RTOs: the connection gave up after roughly sum(RTO * 2^k), not at once.
+    gave_up = next(t for t, e in res.timed_events if e.kind == "error")
+    assert gave_up > 0.5 + conn.rtt.min_rto * (2 ** retries - 1)
+    assert res.receiver.bytes_received < src.size
