@@ -86,7 +86,9 @@ def test_every_path_delivers_exactly_and_never_stalls(p):
     base = max(conn.rtt.min_rto, 5 * rtt_bound)
     bound = sum(min(base * 2**k, conn.rtt.max_rto) for k in range(STALL_TIMEOUTS))
     established = conn.established_at or 0.0
-    silence = _longest_silence(res.timed_events, established, res.end)
+    # Up to our own close: after TIME-WAIT the simulated peer may still retransmit its FIN
+    # (our last ACK lost) for a long time, which is the peer's business, not our progress.
+    silence = _longest_silence(res.timed_events, established, conn.closed_at)
     assert silence <= bound, (silence, bound, conn.stats())
     event(f"size {'>=' if p['size'] >= 100_000 else '<'} 100 kB")
     event(f"loss {'> 0' if p['loss'] or p['ack_loss'] else '= 0'}, timeouts {min(conn.timeouts, 3)}+")

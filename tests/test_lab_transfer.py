@@ -60,7 +60,7 @@ def test_256_mib_through_the_gate_matches_sha256(lab):
     # The flow is gone from the gate after the transfer.
     assert gate.status(lab.ns_sender, lab.sender_if)["flows"] == []
     # References, not bytes: the send queue stayed tiny while megabytes were in flight.
-    assert result.conn.sendq.peak_memory < 256 * 1024
+    assert result.conn.scoreboard.peak_memory < 256 * 1024
 
 
 def test_file_source(lab, tmp_path):

@@ -9,6 +9,8 @@ Scope (issue 2): active open with MSS, window scale, SACK-permitted and timestam
 processing (RFC 9293 §3.10.7.4); RTT from timestamps (RFC 7323 §4) and the RFC 6298 RTO with
 backoff; fast retransmit and NewReno recovery (RFC 5681, RFC 6582) in `recovery`; go-back-N
 after a timeout; zero-window probing; FIN close and TIME-WAIT; RST handling per RFC 5961.
+Issue 4 (in progress): everything in flight lives in the SACK scoreboard (`scoreboard`, RFC 6675),
+which takes the peer's SACK blocks; recovery still runs NewReno until RACK-TLP and PRR are wired in.
 
 Sequence numbers inside are *relative and unbounded* (our ISS is 0, the peer's is 0 on the
 receive side); they are turned into 32-bit wire values only when a segment is built or parsed.
@@ -25,9 +27,9 @@ from typing import Any
 from .. import seq as wire
 from ..cc.api import AckSample, CongestionControl, CongestionEvent
 from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
-from ..sendq import SendQueue
 from ..sources import Source
 from .recovery import NewRenoRecovery
+from .scoreboard import Scoreboard
 from .rtt import RttEstimator
 
 MASK = 0xFFFFFFFF
@@ -131,7 +133,9 @@ class Connection:
         # on a lab path RTTs are tens of microseconds, which a 1 ms clock cannot resolve.
         self.ts_offset = (iss * 2654435761) & MASK
 
-        self.sendq = SendQueue()
+        # Everything in flight, with what the peer SACKed (RFC 6675); its smss is set once the
+        # handshake fixes send_mss.
+        self.scoreboard = Scoreboard(DEFAULT_PEER_MSS, snd_una=1)
         self.recovery = NewRenoRecovery()
         self.rtx_next: int | None = None  # go-back-N pointer after a timeout
         self.pending_rtx: int | None = None  # fast retransmit of one segment at this sequence
@@ -229,8 +233,9 @@ class Connection:
             "rto": self.rtt.rto,
             "send_mss": self.send_mss,
             "snd_wnd": self.snd_wnd,
-            "sendq_records": len(self.sendq),
-            "sendq_peak_bytes": self.sendq.peak_memory,
+            "sendq_records": len(self.scoreboard),
+            "sendq_peak_bytes": self.scoreboard.peak_memory,
+            "sacked_bytes": self.scoreboard.sacked_bytes,
         }
 
     # ------------------------------------------------------------------ input
@@ -270,8 +275,11 @@ class Connection:
         window = seg.window << self.snd_wscale
         window_changed = window != self.snd_wnd
         self._update_window(seq_rel, ack_rel, window)
+        blocks = self._sack_blocks(opts)
+        if blocks and ack_rel <= self.snd_una:
+            self.scoreboard.on_ack(self.snd_una, blocks, now)  # SACK news on a duplicate/old ACK
         if ack_rel > self.snd_una:
-            self._new_ack(ack_rel, opts, now)
+            self._new_ack(ack_rel, opts, blocks, now)
         elif (
             ack_rel == self.snd_una
             and not seg.payload
@@ -324,6 +332,7 @@ class Connection:
         self.syn_pending = False
         self.rto_deadline = None
         self.ack_pending = True
+        self.scoreboard.smss = self.send_mss
         self._cc_call("on_mss_change", self.send_mss)
         self._events.append(Event("established", now))
 
@@ -355,15 +364,29 @@ class Connection:
                 self.persist_deadline = None
                 self.persist_backoff = 0
 
-    def _new_ack(self, ack_rel: int, opts: Options, now: float) -> None:
+    def _sack_blocks(self, opts: Options) -> list[tuple[int, int]]:
+        """The peer's SACK blocks (RFC 2018 §3) in relative sequence space, unwrapped around
+        snd_una; empty unless SACK was negotiated."""
+        if not (self.sack_ok and opts.sack):
+            return []
+        base = (self.iss + self.snd_una) & MASK
+        return [(self.snd_una + wire.diff(left, base), self.snd_una + wire.diff(right, base))
+                for left, right in opts.sack]
+
+    def _new_ack(self, ack_rel: int, opts: Options, blocks: list[tuple[int, int]], now: float) -> None:
         newly_acked = ack_rel - self.snd_una
         self.snd_una = ack_rel
-        newest = self.sendq.acknowledge(ack_rel)
+        result = self.scoreboard.on_ack(ack_rel, blocks, now)
+        # The newest range this ACK acknowledged cumulatively (SACKed pieces lie above it).
+        newest = None
+        for rec in result.delivered:
+            if rec.end <= ack_rel:
+                newest = rec
         # RTT (RFC 7323 §4.1: TSecr of an ACK that advances the left edge; without timestamps,
         # the send time of a never-retransmitted segment, RFC 6298 §3 / Karn's rule).
         if self.ts_ok and opts.ts is not None and opts.ts[1]:
             self.rtt.sample(self._ts_age(opts.ts[1], now))
-        elif newest is not None and not newest.retransmitted:
+        elif newest is not None and not newest.retrans:
             self.rtt.sample(now - newest.xmit_time)
         self.rtt.reset_backoff()
         self.retries = 0
@@ -511,7 +534,7 @@ class Connection:
         self.recovery.on_timeout(self.snd_nxt)
         self.pending_rtx = None
         self.rtx_next = self.snd_una
-        self.sendq.mark_retransmitted(self.snd_una, self.snd_nxt, now)
+        self.scoreboard.mark_retransmitted(self.snd_una, self.snd_nxt, now)
         self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.6
 
     def _persist_timeout(self, now: float) -> None:
@@ -602,7 +625,7 @@ class Connection:
                 last_new.flags |= Flags.FIN  # piggyback on the last data segment, as Linux does
             else:
                 out.append(self._segment(self.snd_nxt, Flags.FIN | Flags.ACK, now))
-            self.sendq.push(self.snd_nxt, self.snd_nxt + 1, now, fin=True)
+            self.scoreboard.send(self.snd_nxt, self.snd_nxt + 1, now, fin=True)
             self._fin_queued()
 
     def _fin_queued(self) -> None:
@@ -613,7 +636,7 @@ class Connection:
     def _new_data(self, n: int, now: float) -> Transmission:
         start = self.snd_nxt
         tx = self._segment(start, Flags.ACK | Flags.PSH, now, length=n)
-        self.sendq.push(start, start + n, now)
+        self.scoreboard.send(start, start + n, now)
         self.snd_nxt += n
         self.bytes_sent += n
         return tx
@@ -627,7 +650,7 @@ class Connection:
         if self.fin_sent and start + n == self.data_end and start + n < self.snd_nxt:
             flags |= Flags.FIN
         tx = self._segment(start, flags, now, length=n, retransmit=True)
-        self.sendq.mark_retransmitted(start, start + n + (1 if flags & Flags.FIN else 0), now)
+        self.scoreboard.mark_retransmitted(start, start + n + (1 if flags & Flags.FIN else 0), now)
         self.bytes_sent += n
         self.bytes_retrans += n
         return tx
