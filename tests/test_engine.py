@@ -220,7 +220,9 @@ def test_rto_backoff_doubles_until_the_path_returns():
         assert b == pytest.approx(2 * a, rel=0.05)
 
 
-def test_newreno_recovers_several_losses_in_one_window_without_timeout():
+@pytest.mark.parametrize("sack", [False, True])
+def test_several_losses_in_one_window_recover_without_timeout(sack):
+    """Without SACK, NewReno (RFC 6582); with it, RFC 6675 recovery paced by PRR."""
     losses = {20, 23, 27}
     seen = {"k": -1}
 
@@ -230,10 +232,11 @@ def test_newreno_recovers_several_losses_in_one_window_without_timeout():
             return seen["k"] in losses
         return False
 
-    conn, src = make(400_000)
+    conn, src = make(400_000, sack=sack)
     res = run(conn, fwd=Link(delay=0.01, rate=100e6, loss=drop))
     assert_delivered(res, conn, src)
-    assert conn.fast_retransmits == 1  # one recovery episode (RFC 6582), partial ACKs do the rest
+    assert conn.sack_ok is sack
+    assert conn.fast_retransmits == 1  # one recovery episode: partial ACKs or SACKs do the rest
     assert conn.timeouts == 0
     assert res.fwd.dropped_loss == 3
 
@@ -489,3 +492,38 @@ def test_peer_sack_blocks_reach_the_scoreboard_across_the_wrap():
     assert seen, "no SACK block reached the scoreboard"
     assert all(left >= lost_start + 1448 and right > left for left, right in seen), seen[:5]
     assert min(left for left, _ in seen) == lost_start + 1448
+
+
+@pytest.mark.parametrize("sack", [False, True])
+def test_burst_loss_is_repaired_in_one_round_trip_with_sack(sack):
+    """Six holes in one window. NewReno learns of one hole per round trip (each partial ACK);
+    with SACK the scoreboard knows them all after the first ACKs, and PRR lets the repairs
+    out within about one round trip, in one recovery episode, without a timeout."""
+    holes = {30, 32, 34, 36, 38, 40}
+    seen = {"k": -1}
+
+    def drop(_i, seg):
+        if seg.payload:
+            seen["k"] += 1
+            return seen["k"] in holes
+        return False
+
+    conn, src = make(600_000, sack=sack)
+    res = run(conn, fwd=Link(delay=0.01, rate=100e6, queue_bytes=1 << 20, loss=drop))
+    assert_delivered(res, conn, src)
+    assert conn.fast_retransmits == 1 and conn.timeouts == 0
+    rtx = [t for t in res.trace if t[1] in ("fwd", "fwd-drop") and t[5] > 0]
+    first_seq = {}
+    resent_at = []
+    for t in rtx:
+        if t[2] in first_seq:
+            resent_at.append(t[0])
+        else:
+            first_seq[t[2]] = t[0]
+    assert len(resent_at) >= len(holes)
+    spread = max(resent_at) - min(resent_at)
+    rtt = 0.020
+    if sack:
+        assert spread < 1.5 * rtt, spread
+    else:
+        assert spread > (len(holes) - 2) * rtt, spread  # one hole per round trip

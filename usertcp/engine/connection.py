@@ -28,7 +28,8 @@ from .. import seq as wire
 from ..cc.api import AckSample, CongestionControl, CongestionEvent
 from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
-from .recovery import NewRenoRecovery
+from .prr import Prr
+from .recovery import DUPACK_THRESHOLD, NewRenoRecovery
 from .scoreboard import Scoreboard
 from .rtt import RttEstimator
 
@@ -137,6 +138,12 @@ class Connection:
         # handshake fixes send_mss.
         self.scoreboard = Scoreboard(DEFAULT_PEER_MSS, snd_una=1)
         self.recovery = NewRenoRecovery()
+        # SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937) sending; used when SACK was
+        # negotiated, NewReno's `recovery` otherwise. `prr` is set while in recovery; `sndcnt`
+        # is what PRR allows to leave before the next ACK.
+        self.prr: Prr | None = None
+        self.sndcnt = 0
+        self.sack_dupacks = 0
         self.rtx_next: int | None = None  # go-back-N pointer after a timeout
         self.pending_rtx: int | None = None  # fast retransmit of one segment at this sequence
         self.syn_pending = False
@@ -194,14 +201,19 @@ class Connection:
     @property
     def pipe(self) -> int:
         """What counts against the window: after a timeout only what was resent since
-        (everything older is presumed lost, as BSD's go-back-N and Linux's tcp_enter_loss do)."""
+        (everything older is presumed lost, as BSD's go-back-N and Linux's tcp_enter_loss do);
+        with SACK, RFC 6675 §4 SetPipe from the scoreboard; else FlightSize."""
         if self.rtx_next is not None:
             return self.rtx_next - self.snd_una
+        if self.sack_ok:
+            return self.scoreboard.pipe()
         return self.snd_nxt - self.snd_una
 
     @property
     def cwnd(self) -> int:
         """The window in force: NewReno's inflated one during fast recovery, else the CC's."""
+        if self.prr is not None:
+            return self.pipe + self.sndcnt  # PRR (RFC 6937): what may be in flight after this ACK
         return self.recovery.cwnd if self.recovery.in_recovery else int(self.cc.cwnd)
 
     def deadline(self) -> float | None:
@@ -276,9 +288,11 @@ class Connection:
         window_changed = window != self.snd_wnd
         self._update_window(seq_rel, ack_rel, window)
         blocks = self._sack_blocks(opts)
+        delivered_before = self.scoreboard.sacked_bytes + self.snd_una
         if blocks and ack_rel <= self.snd_una:
             self.scoreboard.on_ack(self.snd_una, blocks, now)  # SACK news on a duplicate/old ACK
-        if ack_rel > self.snd_una:
+        advanced = ack_rel > self.snd_una
+        if advanced:
             self._new_ack(ack_rel, opts, blocks, now)
         elif (
             ack_rel == self.snd_una
@@ -291,6 +305,10 @@ class Connection:
             # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions; with a zero window
             # the repeats are answers to our window probes, not signs of loss.
             self._duplicate_ack(now)
+        if self.sack_ok and self.state is not State.CLOSED:
+            # DeliveredData (RFC 6937 §2): the change in snd_una plus the change in SACKed bytes.
+            delivered = self.scoreboard.sacked_bytes + self.snd_una - delivered_before
+            self._sack_recovery(now, delivered, advanced)
         self._receive_data(seg, seq_rel, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -400,7 +418,9 @@ class Connection:
 
         outcome = self.recovery.on_new_ack(ack_rel, newly_acked, self.send_mss)
         restart_timer = True
-        if outcome == "partial":
+        if self.prr is not None:
+            pass  # SACK recovery: no window growth until it ends (_sack_recovery)
+        elif outcome == "partial":
             # RFC 6582 §3.2 step 3: retransmit the first unacknowledged segment; reset the timer
             # on the first partial ACK only ("Impatient" variant, as RFC 6582 §4.1 recommends).
             self.pending_rtx = self.snd_una
@@ -433,6 +453,9 @@ class Connection:
             self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.3
 
     def _duplicate_ack(self, now: float) -> None:
+        if self.sack_ok:
+            self.sack_dupacks += 1  # counted for RFC 6675 §5; _sack_recovery decides
+            return
         def enter() -> int:
             self._cc_call(
                 "on_congestion_event",
@@ -445,6 +468,44 @@ class Connection:
             self.fast_retransmits += 1
             self.first_partial_ack_done = False
             self.pending_rtx = self.snd_una
+
+    def _sack_recovery(self, now: float, delivered: int, advanced: bool) -> None:
+        """RFC 6675 §5 loss recovery driven by the scoreboard, sending paced by PRR.
+
+        Enter when DupThresh duplicate ACKs arrived or the scoreboard's IsLost() declared the
+        first unacknowledged segment lost, once per window (the RFC 6582 `recover` guard, shared
+        with NewReno, which an RTO also sets). Leave when the cumulative ACK reaches the
+        RecoveryPoint (HighData at entry, RFC 6675 §5 step (4.1)); the CC then sets the window.
+        """
+        sb = self.scoreboard
+        if advanced:
+            self.sack_dupacks = 0
+        if self.prr is None:
+            if self.rtx_next is not None or self.snd_nxt <= self.snd_una:
+                return
+            lost_head = sb.head() is not None and sb.head().lost
+            if not (self.sack_dupacks >= DUPACK_THRESHOLD or lost_head):
+                return
+            if self.snd_una <= self.recovery.recover:
+                return
+            self._cc_call(
+                "on_congestion_event",
+                CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause="dupack"),
+            )
+            self.recovery.recover = self.snd_nxt
+            # Step (4.3): retransmit the first unacknowledged segment, also when IsLost() marked
+            # it already but an earlier send of it (a window probe) is still counted as out.
+            sb.mark_lost(self.snd_una)
+            self.prr = Prr(self.send_mss, whole_segments=True)
+            self.prr.enter(int(self.cc.ssthresh), self.flight_size, now)
+            self.fast_retransmits += 1
+            self.first_partial_ack_done = False
+        elif self.snd_una >= self.recovery.recover:
+            self.prr = None
+            self.sndcnt = 0
+            self._cc_call("on_recovery_exit", now, self.flight_size)
+            return
+        self.sndcnt = self.prr.on_ack(delivered, sb.pipe(), snd_una_advanced=advanced)
 
     def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
         """A sender still has to acknowledge what the peer sends: data (counted, discarded) and
@@ -532,6 +593,11 @@ class Connection:
         self.timeouts += 1
         self._cc_call("on_rto", now, self.flight_size)
         self.recovery.on_timeout(self.snd_nxt)
+        self.prr = None
+        self.sndcnt = 0
+        self.sack_dupacks = 0
+        if self.sack_ok:
+            self.scoreboard.mark_lost(self.snd_una, self.snd_nxt)  # RFC 6675 §5.1: all presumed lost
         self.pending_rtx = None
         self.rtx_next = self.snd_una
         self.scoreboard.mark_retransmitted(self.snd_una, self.snd_nxt, now)
@@ -564,6 +630,8 @@ class Connection:
             start, self.pending_rtx = self.pending_rtx, None
             if start < self.snd_nxt:
                 out.append(self._retransmit(start, self.send_mss, now))
+        if self.prr is not None:
+            self._sack_retransmit(out, now)
         if self.rtx_next is not None:
             self._go_back_n(out, now)
         if self.rtx_next is None and state in _CAN_SEND:
@@ -582,9 +650,25 @@ class Connection:
         self._arm_persist(now)
         return out
 
+    def _sack_retransmit(self, out: list[Transmission], now: float) -> None:
+        """Resend what NextSeg rules (1) and (3) pick (RFC 6675 §4), within PRR's sndcnt; new
+        data (rule (2)) is left to _send_new, which the same sndcnt bounds."""
+        mss = self.send_mss
+        max_payload = self._max_payload()
+        while self.sndcnt >= mss or (self.sndcnt > 0 and self.pipe == 0):
+            limit = max(mss, min(max_payload, self.sndcnt - self.sndcnt % mss))
+            ns = self.scoreboard.next_seg(limit)
+            if ns is None or ns.rule == 2:
+                break
+            tx = self._retransmit(ns.start, ns.end - ns.start, now)
+            out.append(tx)
+            sent = max(tx.length, 1)
+            self.sndcnt -= sent
+            self.prr.on_sent(sent)
+
     def _usable(self) -> int:
         """Bytes of new sequence space we may send now: min(cwnd, peer window) minus in flight."""
-        by_cwnd = self.cwnd - self.pipe
+        by_cwnd = self.sndcnt if self.prr is not None else self.cwnd - self.pipe
         by_rwnd = self.snd_una + self.snd_wnd - self.snd_nxt
         return min(by_cwnd, by_rwnd)
 
@@ -634,6 +718,9 @@ class Connection:
         self.state = State.FIN_WAIT_1 if self.state is State.ESTABLISHED else State.LAST_ACK
 
     def _new_data(self, n: int, now: float) -> Transmission:
+        if self.prr is not None:
+            self.sndcnt -= n
+            self.prr.on_sent(n)
         start = self.snd_nxt
         tx = self._segment(start, Flags.ACK | Flags.PSH, now, length=n)
         self.scoreboard.send(start, start + n, now)
