@@ -10,7 +10,9 @@ processing (RFC 9293 §3.10.7.4); RTT from timestamps (RFC 7323 §4) and the RFC
 backoff; fast retransmit and NewReno recovery (RFC 5681, RFC 6582) in `recovery`; go-back-N
 after a timeout; zero-window probing; FIN close and TIME-WAIT; RST handling per RFC 5961.
 Issue 4 (in progress): everything in flight lives in the SACK scoreboard (`scoreboard`, RFC 6675),
-which takes the peer's SACK blocks; recovery still runs NewReno until RACK-TLP and PRR are wired in.
+which takes the peer's SACK blocks. With SACK negotiated, loss recovery is RFC 6675 §5 with PRR
+(RFC 6937) deciding how much leaves per ACK (`_sack_recovery`, `_sack_retransmit`); without it,
+NewReno. RACK-TLP (`rack`) and rate samples (`rate`) are the next parts to wire in.
 
 Sequence numbers inside are *relative and unbounded* (our ISS is 0, the peer's is 0 on the
 receive side); they are turned into 32-bit wire values only when a segment is built or parsed.
