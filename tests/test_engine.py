@@ -113,6 +113,20 @@ def is_data(seg):
     return len(seg.payload) > 0
 
 
+def drop_data(indices):
+    """A loss predicate dropping the data packets whose 0-based data-packet count is in
+    `indices` (ACK-only packets are not counted)."""
+    seen = {"k": -1}
+
+    def drop(_index, seg):
+        if seg.payload:
+            seen["k"] += 1
+            return seen["k"] in indices
+        return False
+
+    return drop
+
+
 @pytest.mark.parametrize("n", [0, 1, 5, 40, 99, 137])
 def test_every_single_data_segment_loss_is_recovered(n):
     conn, src = make(200_000)  # 139 segments of 1448 bytes
@@ -224,14 +238,7 @@ def test_rto_backoff_doubles_until_the_path_returns():
 def test_several_losses_in_one_window_recover_without_timeout(sack):
     """Without SACK, NewReno (RFC 6582); with it, RFC 6675 recovery paced by PRR."""
     losses = {20, 23, 27}
-    seen = {"k": -1}
-
-    def drop(_i, seg):
-        if seg.payload:
-            seen["k"] += 1
-            return seen["k"] in losses
-        return False
-
+    drop = drop_data(losses)
     conn, src = make(400_000, sack=sack)
     res = run(conn, fwd=Link(delay=0.01, rate=100e6, loss=drop))
     assert_delivered(res, conn, src)
@@ -500,14 +507,7 @@ def test_burst_loss_is_repaired_in_one_round_trip_with_sack(sack):
     with SACK the scoreboard knows them all after the first ACKs, and PRR lets the repairs
     out within about one round trip, in one recovery episode, without a timeout."""
     holes = {30, 32, 34, 36, 38, 40}
-    seen = {"k": -1}
-
-    def drop(_i, seg):
-        if seg.payload:
-            seen["k"] += 1
-            return seen["k"] in holes
-        return False
-
+    drop = drop_data(holes)
     conn, src = make(600_000, sack=sack)
     res = run(conn, fwd=Link(delay=0.01, rate=100e6, queue_bytes=1 << 20, loss=drop))
     assert_delivered(res, conn, src)
