@@ -110,20 +110,18 @@ def _message(msg: int, queue: int, attrs: bytes, flags: int, seq: int = 0) -> by
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body
 
 
+def _verdict(msg: int, queue: int, value: int, packet_id: int) -> bytes:
+    return _message(msg, queue, _attr(NFQA_VERDICT_HDR, struct.pack("!II", value, packet_id)), NLM_F_REQUEST)
+
+
 def batch_verdict(queue: int, last_id: int, verdict: int = NF_ACCEPT) -> bytes:
     """The message that gives `verdict` to every packet of `queue` with id <= last_id."""
-    return _message(
-        NFQNL_MSG_VERDICT_BATCH, queue,
-        _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, last_id)), NLM_F_REQUEST,
-    )
+    return _verdict(NFQNL_MSG_VERDICT_BATCH, queue, verdict, last_id)
 
 
 def verdict(queue: int, packet_id: int, value: int) -> bytes:
     """The message that gives verdict `value` to the one packet `packet_id` of `queue`."""
-    return _message(
-        NFQNL_MSG_VERDICT, queue,
-        _attr(NFQA_VERDICT_HDR, struct.pack("!II", value, packet_id)), NLM_F_REQUEST,
-    )
+    return _verdict(NFQNL_MSG_VERDICT, queue, value, packet_id)
 
 
 def parse(buf: memoryview, n: int, out: list[Packet]) -> int:

@@ -57,7 +57,9 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-DUPTHRESH = 3  # RFC 6675 §2 (and RFC 5681 §3.2)
+from .recovery import DUPACK_THRESHOLD
+
+DUPTHRESH = DUPACK_THRESHOLD  # RFC 6675 §2 DupThresh is RFC 5681 §3.2's threshold
 
 _START = attrgetter("start")
 
