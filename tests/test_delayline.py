@@ -654,8 +654,15 @@ def test_reordering_holds_back_the_chosen_packets_and_only_those(line, tmp_path)
         qs = delayline.status(state, R)["queues"]
         main, back = qs["0"], qs[str(delayline.reorder_queue(0))]
         assert main["reorder"] == 0.3 and back["reorder_of"] == 0 and back["delay_s"] == delay + extra
-        # Two held ones may go unovertaken: the warm-up datagram and the last one.
-        assert main["reordered"] - len(late) in (0, 1, 2) and back["packets"] == main["reordered"], (main, back)
+        # Held ones nothing overtook: the warm-up datagram (0 or 1) and the trailing run of held
+        # datagrams at the end of the stream (told apart from direct ones by their one-way time).
+        late_set, tail = set(late), 0
+        for i in reversed(range(n)):
+            if i in late_set or one_way[i] < delay + extra / 2:
+                break
+            tail += 1
+        assert main["reordered"] - len(late) - tail in (0, 1) and back["packets"] == main["reordered"], (
+            main, back, tail)
         assert main["released"] + main["reordered"] == main["packets"]
         # 30% of 201 datagrams: 60 expected, sd 6.5; 5 sd either side.
         assert 28 <= len(late) <= 93, len(late)
