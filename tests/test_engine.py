@@ -147,12 +147,38 @@ def test_all_single_data_losses_exhaustively():
         assert res.fwd.dropped_loss == 1, n
 
 
-def test_lost_tail_segment_recovers_by_timeout():
-    """The last segment has no followers to cause duplicate ACKs: only the RTO can save it."""
+def _tail_loss_repair_time(res):
+    """From the (lost) first transmission of the last data segment to the arrival of its repair."""
+    tail = [t for t in res.trace if t[1].startswith("fwd") and t[5] > 0]
+    dropped = [t for t in tail if t[1] == "fwd-drop"]
+    assert len(dropped) == 1
+    repaired = [t for t in tail if t[1] == "fwd" and t[2] == dropped[0][2]]
+    return repaired[-1][0] + 0.010 - dropped[0][0]
+
+
+def test_lost_tail_segment_is_repaired_by_a_loss_probe_in_about_two_rtt():
+    """RFC 8985 §7: the last segment has no followers to SACK it, so RACK alone cannot see the
+    loss. The tail loss probe resends it 2*SRTT after the last ACK, and no RTO fires. RTT 20 ms;
+    an RTO would take 200 ms (RTO min), ten round trips. (The probe's ACK only reaches its end,
+    which §7.4.1 leaves ambiguous until a later ACK; the connection closes first, so no window
+    reduction is counted, as in Linux's tcp_process_tlp_ack.)"""
+    rtt = 0.020
     conn, src = make(14_480)  # exactly 10 segments, the FIN rides on the last one
-    res = run(conn, fwd=Link(delay=0.01, loss=drop_nth(is_data, 9)))
+    res = run(conn, fwd=Link(delay=rtt / 2, loss=drop_nth(is_data, 9)))
     assert_delivered(res, conn, src)
-    assert conn.timeouts == 1
+    assert (conn.timeouts, conn.tlp_probes) == (0, 1)
+    # One RTT for the ACK of segment 9, two for the PTO, half for the probe to arrive.
+    assert _tail_loss_repair_time(res) == pytest.approx(3.5 * rtt, abs=0.5 * rtt)
+
+
+def test_lost_tail_segment_without_loss_probes_waits_for_the_timeout():
+    """The same loss with RFC 6675's DupThresh detector alone (no TLP): only the RTO saves it."""
+    rtt = 0.020
+    conn, src = make(14_480, loss_detection="dupthresh")
+    res = run(conn, fwd=Link(delay=rtt / 2, loss=drop_nth(is_data, 9)))
+    assert_delivered(res, conn, src)
+    assert (conn.timeouts, conn.tlp_probes) == (1, 0)
+    assert _tail_loss_repair_time(res) > 0.200
 
 
 def test_fast_retransmit_after_three_duplicate_acks():

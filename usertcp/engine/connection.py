@@ -10,9 +10,11 @@ processing (RFC 9293 §3.10.7.4); RTT from timestamps (RFC 7323 §4) and the RFC
 backoff; fast retransmit and NewReno recovery (RFC 5681, RFC 6582) in `recovery`; go-back-N
 after a timeout; zero-window probing; FIN close and TIME-WAIT; RST handling per RFC 5961.
 Issue 4 (in progress): everything in flight lives in the SACK scoreboard (`scoreboard`, RFC 6675),
-which takes the peer's SACK blocks. With SACK negotiated, loss recovery is RFC 6675 §5 with PRR
-(RFC 6937) deciding how much leaves per ACK (`_sack_recovery`, `_sack_retransmit`); without it,
-NewReno. RACK-TLP (`rack`) and rate samples (`rate`) are the next parts to wire in.
+which takes the peer's SACK blocks. With SACK negotiated, RACK-TLP (RFC 8985, `rack`) detects
+losses and sends tail loss probes, loss recovery is RFC 6675 §5 with PRR (RFC 6937) deciding how
+much leaves per ACK (`_sack_recovery`, `_send_lost`), and an RTO resends what the scoreboard
+holds lost, never what the peer SACKed; without SACK, NewReno and go-back-N after a timeout.
+Rate samples (`rate`) are the next part to wire in.
 
 Sequence numbers inside are *relative and unbounded* (our ISS is 0, the peer's is 0 on the
 receive side); they are turned into 32-bit wire values only when a segment is built or parsed.
@@ -31,15 +33,19 @@ from ..cc.api import AckSample, CongestionControl, CongestionEvent
 from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
 from .prr import Prr
+from .rack import Rack
 from .recovery import DUPACK_THRESHOLD, NewRenoRecovery
-from .scoreboard import Scoreboard
 from .rtt import RttEstimator
+from .scoreboard import AckResult, Scoreboard
 
 MASK = 0xFFFFFFFF
 IPV4_TCP_HEADERS = 40  # IPv4 + TCP headers without options
 GSO_MAX_IP_LEN = 65535  # an IPv4 total length field caps a GSO super-segment
 TS_OPTION_LEN = 12  # NOP NOP kind len TSval TSecr (RFC 7323 Appendix A layout)
 DEFAULT_PEER_MSS = 536  # RFC 9293 §3.7.1: assume 536 when the peer sends no MSS option
+# With SACK: "rack" (RFC 8985 RACK-TLP, the default, as in Linux since 4.18) or "dupthresh"
+# (RFC 6675's IsLost() alone, no loss probes). Without SACK, NewReno's duplicate ACKs.
+LOSS_DETECTORS = ("rack", "dupthresh")
 _TS_OPTION = struct.Struct("!BBBBII")
 
 
@@ -95,7 +101,10 @@ class Connection:
         max_retries: int = 15,
         rtt: RttEstimator | None = None,
         close_at_end: bool = True,
+        loss_detection: str = "rack",
     ) -> None:
+        if loss_detection not in LOSS_DETECTORS:
+            raise ValueError(f"loss_detection must be one of {', '.join(LOSS_DETECTORS)}, not {loss_detection!r}")
         self.local, self.remote = local, remote
         self.cc = cc
         self.source = source
@@ -138,7 +147,17 @@ class Connection:
 
         # Everything in flight, with what the peer SACKed (RFC 6675); its smss is set once the
         # handshake fixes send_mss.
-        self.scoreboard = Scoreboard(DEFAULT_PEER_MSS, snd_una=1)
+        self.loss_detection = loss_detection
+        self.scoreboard = Scoreboard(DEFAULT_PEER_MSS, snd_una=1, use_islost=loss_detection != "rack")
+        # RACK-TLP (RFC 8985) decides what is lost and when to probe; used with SACK only (as in
+        # Linux, whose tcp_identify_packet_loss() runs RACK only for SACK connections).
+        self.rack = Rack(self.scoreboard) if loss_detection == "rack" else None
+        self.reo_deadline: float | None = None  # RACK reordering timer (RFC 8985 §6.2 step 5)
+        self.pto_deadline: float | None = None  # TLP probe timeout (RFC 8985 §7.2)
+        self._tlp_due = False
+        # After an RTO with SACK: RTO recovery (RFC 6675 §5.1, Linux's TCP_CA_Loss) until the
+        # cumulative ACK passes `recovery.recover`; lost data is resent by the scoreboard within cwnd.
+        self.in_loss = False
         self.recovery = NewRenoRecovery()
         # SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937) sending; used when SACK was
         # negotiated, NewReno's `recovery` otherwise. `prr` is set while in recovery; `sndcnt`
@@ -166,6 +185,8 @@ class Connection:
         self.segments_out = 0  # transmissions (a GSO super-segment counts once)
         self.fast_retransmits = 0
         self.timeouts = 0
+        self.tlp_probes = 0
+        self.tlp_recoveries = 0  # probes that repaired a tail loss (RFC 8985 §7.4)
         self.established_at: float | None = None
         self.closed_at: float | None = None
         self.error: str | None = None
@@ -219,7 +240,11 @@ class Connection:
         return self.recovery.cwnd if self.recovery.in_recovery else int(self.cc.cwnd)
 
     def deadline(self) -> float | None:
-        times = [t for t in (self.rto_deadline, self.persist_deadline, self.tw_deadline) if t is not None]
+        times = [
+            t
+            for t in (self.rto_deadline, self.reo_deadline, self.pto_deadline, self.persist_deadline, self.tw_deadline)
+            if t is not None
+        ]
         return min(times) if times else None
 
     def abort(self, now: float) -> list[Transmission]:
@@ -239,6 +264,9 @@ class Connection:
             "segments_out": self.segments_out,
             "fast_retransmits": self.fast_retransmits,
             "timeouts": self.timeouts,
+            "tlp_probes": self.tlp_probes,
+            "tlp_recoveries": self.tlp_recoveries,
+            "loss_detection": self.loss_detection if self.sack_ok else "newreno",
             "cwnd": self.cwnd,
             "ssthresh": self.cc.ssthresh,
             "srtt": self.rtt.srtt,
@@ -291,11 +319,10 @@ class Connection:
         self._update_window(seq_rel, ack_rel, window)
         blocks = self._sack_blocks(opts)
         delivered_before = self.scoreboard.sacked_bytes + self.snd_una
-        if blocks and ack_rel <= self.snd_una:
-            self.scoreboard.on_ack(self.snd_una, blocks, now)  # SACK news on a duplicate/old ACK
         advanced = ack_rel > self.snd_una
+        result = self.scoreboard.on_ack(max(ack_rel, self.snd_una), blocks, now) if advanced or blocks else None
         if advanced:
-            self._new_ack(ack_rel, opts, blocks, now)
+            self._new_ack(ack_rel, opts, result, now)
         elif (
             ack_rel == self.snd_una
             and not seg.payload
@@ -308,9 +335,13 @@ class Connection:
             # the repeats are answers to our window probes, not signs of loss.
             self._duplicate_ack(now)
         if self.sack_ok and self.state is not State.CLOSED:
+            if self.rack is not None and result is not None:
+                self._rack_on_ack(result, opts, now)
             # DeliveredData (RFC 6937 §2): the change in snd_una plus the change in SACKed bytes.
             delivered = self.scoreboard.sacked_bytes + self.snd_una - delivered_before
             self._sack_recovery(now, delivered, advanced)
+            if advanced:
+                self._arm_pto(now)
         self._receive_data(seg, seq_rel, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -393,10 +424,9 @@ class Connection:
         return [(self.snd_una + wire.diff(left, base), self.snd_una + wire.diff(right, base))
                 for left, right in opts.sack]
 
-    def _new_ack(self, ack_rel: int, opts: Options, blocks: list[tuple[int, int]], now: float) -> None:
+    def _new_ack(self, ack_rel: int, opts: Options, result: AckResult, now: float) -> None:
         newly_acked = ack_rel - self.snd_una
         self.snd_una = ack_rel
-        result = self.scoreboard.on_ack(ack_rel, blocks, now)
         # The newest range this ACK acknowledged cumulatively (SACKed pieces lie above it).
         newest = None
         for rec in result.delivered:
@@ -451,6 +481,7 @@ class Connection:
             self._our_fin_acked(now)
         if self.snd_una >= self.snd_nxt:
             self.rto_deadline = None  # RFC 6298 §5.2
+            self.reo_deadline = self.pto_deadline = None
         elif restart_timer:
             self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.3
 
@@ -458,11 +489,9 @@ class Connection:
         if self.sack_ok:
             self.sack_dupacks += 1  # counted for RFC 6675 §5; _sack_recovery decides
             return
+
         def enter() -> int:
-            self._cc_call(
-                "on_congestion_event",
-                CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause="dupack"),
-            )
+            self._congestion_event(now, "dupack")
             return int(self.cc.ssthresh)
 
         if self.recovery.on_duplicate_ack(self.snd_una, self.snd_nxt, enter, self.send_mss):
@@ -471,43 +500,113 @@ class Connection:
             self.first_partial_ack_done = False
             self.pending_rtx = self.snd_una
 
+    def _rack_on_ack(self, result: AckResult, opts: Options, now: float) -> None:
+        """RFC 8985 §6.2 for one ACK with news, then §7.4 (did a loss probe repair a loss?).
+
+        The recovery state RACK sees is the one before this ACK (§6.2 step 4 asks whether the ACK
+        ends a recovery); `_sack_recovery` acts on the losses RACK marks right after.
+        """
+        rack = self.rack
+        in_recovery = self.prr is not None or self.in_loss
+        tsecr_time = None
+        if self.ts_ok and opts.ts is not None and opts.ts[1]:
+            tsecr_time = now - self._ts_age(opts.ts[1], now)
+        self.reo_deadline = rack.on_ack(
+            result.delivered,
+            now,
+            min_rtt=self.rtt.min_rtt,
+            srtt=self.rtt.srtt,
+            dsack=result.dsack,
+            in_recovery=in_recovery,
+            exiting_recovery=in_recovery and self.snd_una >= self.recovery.recover,
+            tsecr_time=tsecr_time,
+        )
+        if self.reo_deadline is not None:
+            self.pto_deadline = None  # one timer at a time (RFC 8985 §8): the reordering timer first
+        if rack.tlp_on_ack(self.snd_una, dsack_range=result.dsack_range):
+            # §7.4.1: the probe repaired a tail loss. Nothing is left to resend, but the loss
+            # happened: reduce as for any loss, in one step (Linux's tcp_process_tlp_ack, CWR).
+            self.tlp_recoveries += 1
+            self._congestion_event(now, "tlp")
+            self._cc_call("on_recovery_exit", now, self.flight_size)
+
+    def _congestion_event(self, now: float, cause: str) -> None:
+        self._cc_call(
+            "on_congestion_event",
+            CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause=cause),
+        )
+
     def _sack_recovery(self, now: float, delivered: int, advanced: bool) -> None:
         """RFC 6675 §5 loss recovery driven by the scoreboard, sending paced by PRR.
 
-        Enter when DupThresh duplicate ACKs arrived or the scoreboard's IsLost() declared the
-        first unacknowledged segment lost, once per window (the RFC 6582 `recover` guard, shared
-        with NewReno, which an RTO also sets). Leave when the cumulative ACK reaches the
-        RecoveryPoint (HighData at entry, RFC 6675 §5 step (4.1)); the CC then sets the window.
+        Enter when the loss detector has marked data lost: RACK (RFC 8985 §6.2), or with
+        ``loss_detection="dupthresh"`` DupThresh duplicate ACKs or IsLost() for the first
+        unacknowledged segment, the latter once per window (the RFC 6582 `recover` guard, shared
+        with NewReno, which an RTO also sets). RACK needs no guard: a recovery ends only when
+        everything sent before it is acknowledged, so what RACK marks next belongs to a later
+        window. Leave when the cumulative ACK reaches the RecoveryPoint (HighData at entry, RFC
+        6675 §5 step (4.1)); the CC then sets the window. RTO recovery (`in_loss`) ends at the
+        same point and leaves the window to the CC's slow start.
         """
         sb = self.scoreboard
         if advanced:
             self.sack_dupacks = 0
-        if self.prr is None:
-            if self.rtx_next is not None or self.snd_nxt <= self.snd_una:
+        if self.in_loss:
+            if self.snd_una < self.recovery.recover and self.snd_nxt > self.snd_una:
                 return
-            lost_head = sb.head() is not None and sb.head().lost
-            if not (self.sack_dupacks >= DUPACK_THRESHOLD or lost_head):
+            self.in_loss = False
+        if self.prr is not None:
+            if self.snd_una < self.recovery.recover:
+                self.sndcnt = self.prr.on_ack(delivered, sb.pipe(), snd_una_advanced=advanced)
                 return
-            if self.snd_una <= self.recovery.recover:
-                return
-            self._cc_call(
-                "on_congestion_event",
-                CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause="dupack"),
-            )
-            self.recovery.recover = self.snd_nxt
-            # Step (4.3): retransmit the first unacknowledged segment, also when IsLost() marked
-            # it already but an earlier send of it (a window probe) is still counted as out.
-            sb.mark_lost(self.snd_una)
-            self.prr = Prr(self.send_mss, whole_segments=True)
-            self.prr.enter(int(self.cc.ssthresh), self.flight_size, now)
-            self.fast_retransmits += 1
-            self.first_partial_ack_done = False
-        elif self.snd_una >= self.recovery.recover:
             self.prr = None
             self.sndcnt = 0
             self._cc_call("on_recovery_exit", now, self.flight_size)
+        if self.rtx_next is not None or self.snd_nxt <= self.snd_una:
             return
-        self.sndcnt = self.prr.on_ack(delivered, sb.pipe(), snd_una_advanced=advanced)
+        if self.rack is not None:
+            if sb.lost_bytes == 0:
+                return
+        else:
+            head = sb.head()
+            if not (self.sack_dupacks >= DUPACK_THRESHOLD or (head is not None and head.lost)):
+                return
+            if self.snd_una <= self.recovery.recover:
+                return
+            # Step (4.3): retransmit the first unacknowledged segment, also when IsLost() marked
+            # it already but an earlier send of it (a window probe) is still counted as out.
+            sb.mark_lost(self.snd_una)
+        self._enter_sack_recovery(now, delivered)
+
+    def _enter_sack_recovery(self, now: float, delivered: int) -> None:
+        self._congestion_event(now, "dupack")
+        self.recovery.recover = self.snd_nxt
+        self.prr = Prr(self.send_mss, whole_segments=True)
+        self.prr.enter(int(self.cc.ssthresh), self.flight_size, now)
+        self.fast_retransmits += 1
+        self.first_partial_ack_done = False
+        self.pto_deadline = None
+        self.sndcnt = self.prr.on_ack(delivered, self.scoreboard.pipe(), snd_una_advanced=False)
+
+    def _arm_pto(self, now: float) -> None:
+        """RFC 8985 §7.2: after new data is sent or an ACK advances snd_una, schedule a loss
+        probe, unless recovering, a reordering timer runs, or the peer's window is closed (then
+        the zero-window probe is the RTO's job)."""
+        rack = self.rack
+        if (
+            rack is None
+            or not self.sack_ok
+            or self.prr is not None
+            or self.in_loss
+            or self.reo_deadline is not None
+            or self.snd_wnd == 0
+            or self.state not in _CAN_SEND and self.state not in _FIN_SENT_STATES
+        ):
+            self.pto_deadline = None
+            return
+        self.pto_deadline = rack.schedule_pto(
+            now, srtt=self.rtt.srtt, rto_expire=self.rto_deadline, in_recovery=False, flight_size=self.flight_size
+        )
 
     def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
         """A sender still has to acknowledge what the peer sends: data (counted, discarded) and
@@ -565,6 +664,23 @@ class Connection:
             self._persist_timeout(now)
         if self.rto_deadline is not None and now >= self.rto_deadline:
             self._retransmission_timeout(now)
+            return
+        if self.reo_deadline is not None and now >= self.reo_deadline:
+            self._reorder_timeout(now)
+        if self.pto_deadline is not None and now >= self.pto_deadline:
+            self.pto_deadline = None
+            self._tlp_due = True  # transmit() sends the probe (RFC 8985 §7.3)
+
+    def _reorder_timeout(self, now: float) -> None:
+        """RFC 8985 §6.2 step 5: the reordering window of a pending segment has passed; mark
+        what is lost now and re-arm for the rest. Losses start recovery as an ACK's would (Linux's
+        tcp_rack_reo_timeout counts one delivered segment for PRR)."""
+        in_recovery = self.prr is not None or self.in_loss
+        self.reo_deadline = self.rack.on_timer(now, in_recovery=in_recovery, srtt=self.rtt.srtt)
+        if self.scoreboard.lost_bytes and not in_recovery:
+            self._enter_sack_recovery(now, self.send_mss)
+        elif self.prr is not None and self.rack.last_marked:
+            self.sndcnt = self.prr.on_ack(self.send_mss, self.scoreboard.pipe(), snd_una_advanced=False)
 
     def _retransmission_timeout(self, now: float) -> None:
         """RFC 6298 §5.4–5.6, RFC 5681 §3.1 (loss window), RFC 6582 §3.2 step 4."""
@@ -598,11 +714,19 @@ class Connection:
         self.prr = None
         self.sndcnt = 0
         self.sack_dupacks = 0
-        if self.sack_ok:
-            self.scoreboard.mark_lost(self.snd_una, self.snd_nxt)  # RFC 6675 §5.1: all presumed lost
         self.pending_rtx = None
-        self.rtx_next = self.snd_una
-        self.scoreboard.mark_retransmitted(self.snd_una, self.snd_nxt, now)
+        self.reo_deadline = self.pto_deadline = None
+        self._tlp_due = False
+        if self.sack_ok:
+            # RTO recovery with the scoreboard: what is presumed lost is resent in order as cwnd
+            # allows (transmit's `_send_lost`); SACKed data is not resent.
+            if self.rack is not None:
+                self.rack.on_rto(now)  # RFC 8985 §6.3: the head, and what is older than RACK.rtt
+            else:
+                self.scoreboard.mark_lost(self.snd_una, self.snd_nxt)  # RFC 6675 §5.1: all of it
+            self.in_loss = True
+        else:
+            self.rtx_next = self.snd_una  # go-back-N (RFC 5681 §3.1 resends from snd_una)
         self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.6
 
     def _persist_timeout(self, now: float) -> None:
@@ -632,10 +756,14 @@ class Connection:
             start, self.pending_rtx = self.pending_rtx, None
             if start < self.snd_nxt:
                 out.append(self._retransmit(start, self.send_mss, now))
-        if self.prr is not None:
-            self._sack_retransmit(out, now)
+        if self._tlp_due:
+            self._tlp_due = False
+            self._send_probe(out, now)
+        if self.prr is not None or self.in_loss:
+            self._send_lost(out, now)
         if self.rtx_next is not None:
             self._go_back_n(out, now)
+        new_before = self.snd_nxt
         if self.rtx_next is None and state in _CAN_SEND:
             self._send_new(out, now)
         if self._probe_due:
@@ -649,24 +777,55 @@ class Connection:
             self.last_ack_sent = self.rcv_nxt
         if self.rto_deadline is None and self.snd_nxt > self.snd_una:
             self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.1
+        if self.snd_nxt > new_before and self.sack_ok:
+            self._arm_pto(now)  # RFC 8985 §7.2: new data went out
         self._arm_persist(now)
         return out
 
-    def _sack_retransmit(self, out: list[Transmission], now: float) -> None:
-        """Resend what NextSeg rules (1) and (3) pick (RFC 6675 §4), within PRR's sndcnt; new
-        data (rule (2)) is left to _send_new, which the same sndcnt bounds."""
+    def _send_probe(self, out: list[Transmission], now: float) -> None:
+        """RFC 8985 §7.3: the PTO fired. Send one segment of new data if the peer's window has
+        room for it (cwnd does not count here), else resend the last segment; then the RTO, not
+        another PTO, guards the flight. A FIN alone is never the probe: the last data segment goes
+        with it, so that a lost tail is SACKed into view."""
+        new = 0
+        if self.state in _CAN_SEND:
+            new = min(self.data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
+        probe = self.rack.tlp_probe(new_data=max(new, 0), max_len=self.send_mss)
+        if probe is None:
+            return
+        self.tlp_probes += 1
+        if not probe.is_retrans:
+            out.append(self._new_data(probe.end - probe.start, now))
+        else:
+            start = probe.start
+            if start >= self.data_end and self.data_end > self.snd_una:
+                start = max(self.snd_una, self.data_end - self.send_mss)
+            out.append(self._retransmit(start, probe.end - start, now))
+        self.rto_deadline = now + self.rtt.rto
+
+    def _send_lost(self, out: list[Transmission], now: float) -> None:
+        """Resend what NextSeg rules (1) and (3) pick (RFC 6675 §4) within the budget: PRR's
+        sndcnt in fast recovery, cwnd - pipe in RTO recovery. New data (rule (2)) is left to
+        _send_new, which the same budget bounds. Rule (3), resending unsacked data nobody declared
+        lost, is RFC 6675's; with RACK as the detector only marked losses are resent, as Linux's
+        tcp_xmit_retransmit_queue() does."""
         mss = self.send_mss
         max_payload = self._max_payload()
-        while self.sndcnt >= mss or (self.sndcnt > 0 and self.pipe == 0):
-            limit = max(mss, min(max_payload, self.sndcnt - self.sndcnt % mss))
-            ns = self.scoreboard.next_seg(limit)
+        rule3 = self.rack is None and self.prr is not None
+        while True:
+            budget = self.sndcnt if self.prr is not None else self.cwnd - self.pipe
+            if not (budget >= mss or (budget > 0 and self.pipe == 0)):
+                break
+            limit = max(mss, min(max_payload, budget - budget % mss))
+            ns = self.scoreboard.next_seg(limit, rule3=rule3)
             if ns is None or ns.rule == 2:
                 break
             tx = self._retransmit(ns.start, ns.end - ns.start, now)
             out.append(tx)
-            sent = max(tx.length, 1)
-            self.sndcnt -= sent
-            self.prr.on_sent(sent)
+            if self.prr is not None:
+                sent = max(tx.length, 1)
+                self.sndcnt -= sent
+                self.prr.on_sent(sent)
 
     def _usable(self) -> int:
         """Bytes of new sequence space we may send now: min(cwnd, peer window) minus in flight."""
