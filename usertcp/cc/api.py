@@ -1,4 +1,4 @@
-"""The congestion-control plugin API, version 1.
+"""The congestion-control plugin API, version 2 (v1 plus the delivery-rate sample).
 
 A congestion controller is one subclass of `CongestionControl`. The engine owns everything that
 is not a congestion decision -- loss detection, the retransmission timer, fast recovery -- and
@@ -45,9 +45,12 @@ Widening the API without breaking v1 plugins
 --------------------------------------------
 Later versions add, never change: new hooks get a default in this base class that does what v1
 implied (usually nothing), and new measurements become fields with defaults at the end of
-`AckSample`/`CongestionEvent` (the engine always builds them by keyword). Planned: a rate sample
-in the manner of Linux's ``struct rate_sample`` (delivered, interval, delivery rate, lost bytes)
-for ``cong_control``-style algorithms such as BBR; ECN (``CongestionEvent.cause == "ecn"`` and
+`AckSample`/`CongestionEvent` (the engine always builds them by keyword). Version 2 added
+`AckSample.rate`, the delivery-rate sample in the manner of Linux's ``struct rate_sample``; the
+engine calls ``on_ack`` after it has run loss detection for the ACK, as Linux calls
+tcp_cong_control() after tcp_fastretrans_alert(), so an ACK that starts a recovery reaches
+``on_congestion_event`` and not ``on_ack``. Planned: a ``cong_control``-style hook that sees
+every ACK, in recovery too, for algorithms such as BBR; ECN (``CongestionEvent.cause == "ecn"`` and
 a CE-count hook like ``in_ack_event``/``cwnd_event(CA_EVENT_ECN_IS_CE)``); spurious-loss undo
 (``undo_cwnd``, RFC 9438 §4.9); a transmit-start-after-idle event (``CA_EVENT_TX_START``).
 `CongestionControl.api_version` says which version a plugin was written against.
@@ -57,7 +60,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..engine.rate import RateSample
 
 __all__ = [
     "AckSample",
@@ -68,7 +74,7 @@ __all__ = [
     "TCP_INFINITE_SSTHRESH",
 ]
 
-API_VERSION = 1
+API_VERSION = 2  # 2: AckSample.rate, the delivery-rate sample
 
 # RFC 6928 §2 raises the initial window to ten segments; Linux's TCP_INIT_CWND is 10 as well.
 INITIAL_WINDOW_SEGMENTS = 10
@@ -99,6 +105,10 @@ class AckSample:
     app_limited: bool
     """The sender had no data to fill cwnd before this ACK: the ACK says nothing about whether
     the network could carry a larger window (RFC 7661's "rate-limited")."""
+    rate: RateSample | None = None
+    """This ACK's delivery-rate sample (Linux ``struct rate_sample``; see
+    `usertcp.engine.rate.RateSample` for every field): what BBR-style controllers need. Added
+    in API version 2; None only from engines older than that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +120,10 @@ class CongestionEvent:
     """RFC 5681 FlightSize at detection (snd_nxt - snd_una)."""
     mss: int
     cause: str
-    """``"dupack"``: fast retransmit (RFC 5681 §3.2). Later versions add ``"ecn"``."""
+    """``"dupack"``: loss detected while sending (fast retransmit, RFC 5681 §3.2; with SACK, by
+    RACK or DupThresh) and recovery starts. ``"tlp"``: a tail loss probe turned out to have
+    repaired a loss (RFC 8985 §7.4.1); nothing is resent and `on_recovery_exit` follows at once,
+    so the window is reduced in one step. Later versions add ``"ecn"``."""
 
 
 class CongestionControl(ABC):

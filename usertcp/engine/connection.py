@@ -34,6 +34,7 @@ from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmiss
 from ..sources import Source
 from .prr import Prr
 from .rack import Rack
+from .rate import RateEstimator, RateSample
 from .recovery import DUPACK_THRESHOLD, NewRenoRecovery
 from .rtt import RttEstimator
 from .scoreboard import AckResult, Scoreboard
@@ -158,6 +159,10 @@ class Connection:
         # After an RTO with SACK: RTO recovery (RFC 6675 §5.1, Linux's TCP_CA_Loss) until the
         # cumulative ACK passes `recovery.recover`; lost data is resent by the scoreboard within cwnd.
         self.in_loss = False
+        # Delivery-rate estimation (Linux tcp_rate.c): every transmission carries a snapshot in
+        # its scoreboard record; every ACK with news yields `rate_sample`.
+        self.rate = RateEstimator()
+        self.rate_sample: RateSample | None = None
         self.recovery = NewRenoRecovery()
         # SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937) sending; used when SACK was
         # negotiated, NewReno's `recovery` otherwise. `prr` is set while in recovery; `sndcnt`
@@ -278,6 +283,7 @@ class Connection:
             "sendq_records": len(self.scoreboard),
             "sendq_peak_bytes": self.scoreboard.peak_memory,
             "sacked_bytes": self.scoreboard.sacked_bytes,
+            "delivery_rate": self.rate.delivery_rate,
         }
 
     # ------------------------------------------------------------------ input
@@ -320,9 +326,15 @@ class Connection:
         blocks = self._sack_blocks(opts)
         delivered_before = self.scoreboard.sacked_bytes + self.snd_una
         advanced = ack_rel > self.snd_una
+        prior_in_flight = self.pipe
         result = self.scoreboard.on_ack(max(ack_rel, self.snd_una), blocks, now) if advanced or blocks else None
+        if result is not None:
+            for rec in result.delivered:  # draft-cheng-iccrg-delivery-rate-estimation, per packet
+                if rec.rate is not None:
+                    self.rate.on_delivered(rec.rate, now, rec.end - rec.start, is_retrans=rec.retrans > 0)
+        acked_for_cc = None
         if advanced:
-            self._new_ack(ack_rel, opts, result, now)
+            acked_for_cc = self._new_ack(ack_rel, opts, result, now)
         elif (
             ack_rel == self.snd_una
             and not seg.payload
@@ -342,6 +354,28 @@ class Connection:
             self._sack_recovery(now, delivered, advanced)
             if advanced:
                 self._arm_pto(now)
+        if result is not None:
+            # After loss detection, as Linux's tcp_rate_gen() follows tcp_fastretrans_alert().
+            self.rate_sample = self.rate.generate(
+                now, self.scoreboard.lost_total, prior_in_flight=prior_in_flight, min_rtt=self.rtt.min_rtt
+            )
+        if acked_for_cc is not None and self.prr is None and self.state is not State.CLOSED:
+            # Window growth comes last and only outside recovery (Linux's tcp_cong_control():
+            # cong_avoid in the Open state, PRR's reduction while recovering).
+            self._cc_call(
+                "on_ack",
+                AckSample(
+                    now=now,
+                    acked_bytes=acked_for_cc,
+                    rtt=self.rtt.latest_rtt,
+                    srtt=self.rtt.srtt,
+                    min_rtt=self.rtt.min_rtt,
+                    bytes_in_flight=self.pipe,
+                    mss=self.send_mss,
+                    app_limited=self._app_limited(),
+                    rate=self.rate_sample,
+                ),
+            )
         self._receive_data(seg, seq_rel, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -424,7 +458,10 @@ class Connection:
         return [(self.snd_una + wire.diff(left, base), self.snd_una + wire.diff(right, base))
                 for left, right in opts.sack]
 
-    def _new_ack(self, ack_rel: int, opts: Options, result: AckResult, now: float) -> None:
+    def _new_ack(self, ack_rel: int, opts: Options, result: AckResult, now: float) -> int | None:
+        """An ACK that advanced snd_una: RTT, timers, NewReno's partial and full ACKs. Returns
+        the data bytes it acknowledged when the controller's `on_ack` should see it (outside
+        any recovery), else None."""
         newly_acked = ack_rel - self.snd_una
         self.snd_una = ack_rel
         # The newest range this ACK acknowledged cumulatively (SACKed pieces lie above it).
@@ -450,6 +487,7 @@ class Connection:
 
         outcome = self.recovery.on_new_ack(ack_rel, newly_acked, self.send_mss)
         restart_timer = True
+        acked_for_cc = None
         if self.prr is not None:
             pass  # SACK recovery: no window growth until it ends (_sack_recovery)
         elif outcome == "partial":
@@ -461,20 +499,7 @@ class Connection:
         elif outcome == "full":
             self._cc_call("on_recovery_exit", now, self.flight_size)
         else:
-            data_acked = min(ack_rel, self.data_end) - max(ack_rel - newly_acked, 1)
-            self._cc_call(
-                "on_ack",
-                AckSample(
-                    now=now,
-                    acked_bytes=max(0, data_acked),
-                    rtt=self.rtt.latest_rtt,
-                    srtt=self.rtt.srtt,
-                    min_rtt=self.rtt.min_rtt,
-                    bytes_in_flight=self.pipe,
-                    mss=self.send_mss,
-                    app_limited=self._app_limited(),
-                ),
-            )
+            acked_for_cc = max(0, min(ack_rel, self.data_end) - max(ack_rel - newly_acked, 1))
         self._events.append(Event("delivered", now, self.delivered))
 
         if self.fin_sent and self.snd_una > self.data_end:
@@ -484,6 +509,7 @@ class Connection:
             self.reo_deadline = self.pto_deadline = None
         elif restart_timer:
             self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.3
+        return acked_for_cc
 
     def _duplicate_ack(self, now: float) -> None:
         if self.sack_ok:
@@ -779,6 +805,14 @@ class Connection:
             self.rto_deadline = now + self.rtt.rto  # RFC 6298 §5.1
         if self.snd_nxt > new_before and self.sack_ok:
             self._arm_pto(now)  # RFC 8985 §7.2: new data went out
+        pending = self.data_end - self.snd_nxt
+        if pending < self.send_mss and state in _CAN_SEND:
+            # Out of data with room in the window: samples from here until this flight is
+            # delivered may understate the path (Linux tcp_rate_check_app_limited()).
+            sb = self.scoreboard
+            self.rate.mark_app_limited(
+                self.pipe, self.cwnd, max(pending, 0), self.send_mss, max(0, sb.lost_bytes - sb.retrans_out_bytes)
+            )
         self._arm_persist(now)
         return out
 
@@ -884,7 +918,7 @@ class Connection:
             self.prr.on_sent(n)
         start = self.snd_nxt
         tx = self._segment(start, Flags.ACK | Flags.PSH, now, length=n)
-        self.scoreboard.send(start, start + n, now)
+        self.scoreboard.send(start, start + n, now, rate=self.rate.on_send(now, start - self.snd_una, size=n))
         self.snd_nxt += n
         self.bytes_sent += n
         return tx
@@ -898,7 +932,9 @@ class Connection:
         if self.fin_sent and start + n == self.data_end and start + n < self.snd_nxt:
             flags |= Flags.FIN
         tx = self._segment(start, flags, now, length=n, retransmit=True)
-        self.scoreboard.mark_retransmitted(start, start + n + (1 if flags & Flags.FIN else 0), now)
+        span = n + (1 if flags & Flags.FIN else 0)
+        snapshot = self.rate.on_send(now, self.snd_nxt - self.snd_una, size=span)
+        self.scoreboard.mark_retransmitted(start, start + span, now, rate=snapshot)
         self.bytes_sent += n
         self.bytes_retrans += n
         return tx

@@ -207,6 +207,9 @@ class Scoreboard:
         self.snd_nxt = snd_una  # RFC 6675 HighData (one past it: ranges are half-open)
         self.sacked_bytes = 0
         self.lost_bytes = 0  # unsacked octets marked lost
+        # Octets ever declared lost, a lost retransmission counting again (Linux's tp->lost, via
+        # tcp_sum_lost()): a delivery-rate sample's `losses` is its growth over one ACK.
+        self.lost_total = 0
         self.retrans_out_bytes = 0  # unsacked octets with a retransmission out
         # RFC 6675 HighRxt, as one past the highest octet retransmitted ("S > HighRxt" reads
         # "S >= high_rxt"). Monotonic: a recovery ends only when HighACK passes RecoveryPoint,
@@ -333,6 +336,7 @@ class Scoreboard:
         if rec.rtx_out:
             rec.rtx_out = False
             self.retrans_out_bytes -= n
+        self.lost_total += n
         return n
 
     def is_lost(self, seq: int) -> bool:
@@ -392,6 +396,7 @@ class Scoreboard:
                 n = rec.end - rec.start
                 self.lost_bytes += n
                 marked += n
+        self.lost_total += marked
         self._islost_edge = max(self._islost_edge, edge)
         return marked
 
