@@ -19,6 +19,7 @@ from usertcp.cc import (
     CCLoadError,
     CongestionControl,
     CongestionEvent,
+    UndoEvent,
     UnknownCC,
     available,
     load,
@@ -260,6 +261,37 @@ def test_cubic_multiplicative_decrease():
     # It is FlightSize that counts, floored at 2 SMSS.
     cc.on_congestion_event(CongestionEvent(now=2.0, bytes_in_flight=2 * MSS, mss=MSS, cause="dupack"))
     assert cc.ssthresh == 2 * MSS
+
+
+@pytest.mark.parametrize("reduce", ["congestion_event", "rto"])
+def test_cubic_undo_restores_the_curve_as_well_as_the_window(reduce):
+    """RFC 9438 §4.9: after a spurious congestion event, cwnd, ssthresh, W_max, K and the epoch
+    are what they were before it; the next ACKs grow on the old curve."""
+    cc = cubic_after_loss(100)
+    t = run_rounds(cc, 3.0, 3, 0.1)
+    before = (cc.cwnd, cc.ssthresh, cc.W_max, cc.K, cc.t_epoch, cc.cwnd_epoch, cc.W_est, cc.region)
+    prior_ssthresh = max(cc.ssthresh, cc.cwnd * 3 // 4)
+    if reduce == "rto":
+        cc.on_rto(t, cc.cwnd)
+    else:
+        cc.on_congestion_event(CongestionEvent(now=t, bytes_in_flight=cc.cwnd, mss=MSS, cause="dupack"))
+    assert (cc.cwnd, cc.W_max) != before[:1] + before[2:3]
+    cc.on_undo(UndoEvent(now=t + 0.3, prior_cwnd=before[0], prior_ssthresh=prior_ssthresh, cause="dsack"))
+    after = (cc.cwnd, cc.ssthresh, cc.W_max, cc.K, cc.t_epoch, cc.cwnd_epoch, cc.W_est, cc.region)
+    assert after == before[:1] + (max(before[1], prior_ssthresh),) + before[2:]
+    # A loss after the undo reduces afresh (the episode's once-per-window guard is cleared).
+    cc.on_rto(t + 1.0, cc.cwnd)
+    assert cc.cwnd == MSS and cc.ssthresh == max(round(before[0] * 0.7), 2 * MSS)
+
+
+def test_newreno_undo_takes_the_larger_of_before_and_now():
+    cc = NewReno(MSS)
+    cc.cwnd, cc.ssthresh = 40 * MSS, 30 * MSS
+    cc.on_congestion_event(CongestionEvent(now=1.0, bytes_in_flight=40 * MSS, mss=MSS, cause="dupack"))
+    cc.on_recovery_exit(1.1, 20 * MSS)
+    assert cc.cwnd == 20 * MSS
+    cc.on_undo(UndoEvent(now=1.2, prior_cwnd=40 * MSS, prior_ssthresh=30 * MSS, cause="timestamp"))
+    assert (cc.cwnd, cc.ssthresh) == (40 * MSS, 30 * MSS)
 
 
 @pytest.mark.parametrize("mss", [536, 1448, 8948])

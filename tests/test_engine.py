@@ -615,3 +615,76 @@ def test_rate_sample_marks_the_retransmission_it_is_built_on():
     assert on_rtx[0].rtt is None and on_rtx[0].delivered > 0
     assert sum(rs.losses for rs in samples) == conn.scoreboard.lost_total == conn.send_mss
     assert conn.rate.delivered == src.size  # the FIN carries no snapshot
+
+
+# ------------------------------------------------------------------ spurious reductions undone
+
+
+class _StallingLink(Link):
+    """A link that holds everything sent during [start, end) until `end`, then lets it all
+    through: a delay spike (a route change, a link-layer retry storm) long enough to fire the
+    sender's retransmission timer although nothing was lost."""
+
+    __slots__ = ("stall",)
+
+    def __init__(self, start, end, **kw):
+        super().__init__(**kw)
+        self.stall = (start, end)
+
+    def send(self, seg, now, size=None):
+        start, end = self.stall
+        self.extra_delay = (lambda _i, _s: end - now) if start <= now < end else None
+        return super().send(seg, now, size)
+
+
+@pytest.mark.parametrize("timestamps", [True, False], ids=["eifel", "frto"])
+def test_spurious_timeout_is_undone(timestamps):
+    """ACKs stall for 0.5 s mid-transfer (RTO ~ 0.2 s): the timer fires, the head is resent,
+    then the held ACKs arrive and acknowledge the originals. With timestamps the first of them
+    echoes an original's TSval (RFC 3522 Eifel detection); without, F-RTO sees never-retransmitted
+    data acknowledged after the timeout (RFC 5682 §3). Either way the reduction is taken back:
+    ssthresh returns to what it was, the window is restored, and the transfer goes on at the
+    restored window instead of slow-starting from one segment."""
+    conn, src = make(3_000_000, cc="cubic")
+    before_rto, after_undo = [], []
+    on_rto, on_undo = conn.cc.on_rto, conn.cc.on_undo
+
+    def spy_rto(now, flight):
+        before_rto.append((conn.cc.cwnd, conn.cc.ssthresh))
+        on_rto(now, flight)
+
+    def spy_undo(ev):
+        on_undo(ev)
+        after_undo.append((conn.cc.cwnd, conn.cc.ssthresh))
+
+    conn.cc.on_rto, conn.cc.on_undo = spy_rto, spy_undo
+    rev = _StallingLink(0.30, 0.80, delay=0.010, name="rev")
+    fwd = Link(delay=0.010, rate=50e6, name="fwd")  # no queue limit: nothing is really lost
+    res = run(conn, rcv=Receiver(port=REMOTE[1], iss=777, timestamps=timestamps), fwd=fwd, rev=rev)
+    assert_delivered(res, conn, src)
+    assert conn.ts_ok is timestamps
+    assert conn.timeouts >= 1 and conn.undos == 1
+    causes = [ev.value for _, ev in res.timed_events if ev.kind == "undo"]
+    assert causes == ["timestamp" if timestamps else "frto"]
+    assert after_undo == [before_rto[0]]  # cwnd and ssthresh as they were before the timeout
+    # Without the undo, the transfer would restart from one segment and resend everything in
+    # flight; with it, only what left before the held ACKs arrived is resent.
+    assert res.fwd.dropped == 0
+    assert conn.bytes_retrans <= 2 * 1448 * conn.timeouts
+
+
+def test_spurious_fast_retransmit_is_undone_by_dsack():
+    """One segment is delayed by 30 ms past its successors (reordering beyond RACK's initial
+    window): RACK declares it lost and recovery halves the window; the original then arrives,
+    the retransmission draws a D-SACK, and with every retransmission of the episode D-SACKed
+    the reduction is undone (RFC 3708 §3)."""
+    conn, src = make(1_000_000, cc="newreno")
+    fwd = Link(delay=0.010, rate=100e6, queue_bytes=1 << 20, name="fwd",
+               extra_delay=lambda i, seg: 0.030 if i == 300 else 0.0)
+    # Without timestamps, so that the D-SACK and not the Eifel test is what finds it.
+    res = run(conn, rcv=Receiver(port=REMOTE[1], iss=777, timestamps=False), fwd=fwd)
+    assert_delivered(res, conn, src)
+    assert conn.fast_retransmits == 1
+    causes = [ev.value for _, ev in res.timed_events if ev.kind == "undo"]
+    assert causes == ["dsack"] and conn.undos == 1
+    assert conn.rack.reo_wnd_mult >= 2  # and RACK widened its reordering window (§6.2 step 4)

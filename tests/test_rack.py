@@ -371,3 +371,18 @@ def test_rack_marks_only_what_was_sent_before_a_delivery_and_is_overdue(data):
             elif not r.needs_rtx and sent_after(rack.xmit_ts, rack.end_seq, r.xmit_time, r.end):
                 due = r.xmit_time + wait
                 assert due > now and timer is not None and due <= timer
+
+
+def test_a_train_of_pure_dsacks_counts_as_one_round():
+    """After everything sent is acknowledged, D-SACKs for a burst of spurious retransmissions
+    arrive on ACKs that deliver nothing: they belong to one round trip and widen the
+    reordering window once, not once per D-SACK."""
+    sb = Scoreboard(1000, use_islost=False)
+    sb.send(1, 3001, 0.0)
+    rack = Rack(sb)
+    sb.on_ack(3001, (), 0.1)
+    for k in range(5):
+        res = sb.on_ack(3001, [(1 + 1000 * (k % 3), 1001 + 1000 * (k % 3))], 0.2 + k * 0.001)
+        assert res.dsack
+        rack.on_ack(res.delivered, 0.2 + k * 0.001, min_rtt=0.1, srtt=0.1, dsack=True)
+    assert rack.reo_wnd_mult == 2

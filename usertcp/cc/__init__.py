@@ -13,6 +13,7 @@ from .api import (
     AckSample,
     CongestionControl,
     CongestionEvent,
+    UndoEvent,
 )
 from .registry import CCLoadError, UnknownCC, available, load, resolve
 
@@ -23,6 +24,7 @@ __all__ = [
     "AckSample",
     "CongestionControl",
     "CongestionEvent",
+    "UndoEvent",
     "CCLoadError",
     "UnknownCC",
     "available",

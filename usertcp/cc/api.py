@@ -19,6 +19,8 @@ control already know, so each hook names the member (and the RFC step) it stands
   returns to TCP_CA_Open. RFC 6582 §3.2 step 3 ("full acknowledgments"), option (2).
 - ``on_rto``: ``ssthresh``, called from tcp_enter_loss() (``set_state(TCP_CA_Loss)``).
   RFC 5681 §3.1 equation (4) and the loss window.
+- ``on_undo``: ``undo_cwnd``, called from tcp_undo_cwnd_reduction() when a loss episode
+  turns out spurious (RFC 3708 D-SACK, RFC 3522 timestamps, RFC 5682 F-RTO). API version 2.
 - ``on_mss_change``: no member; tcp_sync_mss(). Linux counts cwnd in segments, so an MSS change
   rescales nothing there; in bytes we must.
 - ``state``: ``get_info`` (what ``ss -ti`` shows).
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AckSample",
     "CongestionEvent",
+    "UndoEvent",
     "CongestionControl",
     "API_VERSION",
     "INITIAL_WINDOW_SEGMENTS",
@@ -124,6 +127,24 @@ class CongestionEvent:
     RACK or DupThresh) and recovery starts. ``"tlp"``: a tail loss probe turned out to have
     repaired a loss (RFC 8985 §7.4.1); nothing is resent and `on_recovery_exit` follows at once,
     so the window is reduced in one step. Later versions add ``"ecn"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndoEvent:
+    """The engine found that the last window reduction was for nothing: the data it took for
+    lost had arrived (API version 2)."""
+
+    now: float
+    prior_cwnd: int
+    """cwnd just before the reduction (Linux ``tp->prior_cwnd``)."""
+    prior_ssthresh: int
+    """max(ssthresh, 3/4 cwnd) just before it (Linux ``tcp_current_ssthresh()`` into
+    ``tp->prior_ssthresh``)."""
+    cause: str
+    """``"dsack"``: every retransmission of the episode came back D-SACKed (RFC 3708 §3, RFC
+    2883). ``"timestamp"``: an ACK echoed the timestamp of an original transmission, not of its
+    retransmission (the Eifel detection, RFC 3522 §3.2). ``"frto"``: after a timeout, data that
+    was never retransmitted was acknowledged (F-RTO, RFC 5682 §3)."""
 
 
 class CongestionControl(ABC):
@@ -199,6 +220,18 @@ class CongestionControl(ABC):
         """
         self.ssthresh = max(bytes_in_flight // 2, 2 * self.mss)
         self.cwnd = self.mss
+
+    def on_undo(self, ev: UndoEvent) -> None:
+        """``undo_cwnd``: the reduction of the last loss episode was spurious; take it back.
+
+        Default, as Linux's tcp_undo_cwnd_reduction() with tcp_reno_undo_cwnd():
+        cwnd = max(cwnd, prior_cwnd), ssthresh = max(ssthresh, prior_ssthresh). RFC 5682 §4
+        and RFC 3708 leave the response open; an algorithm with more state restores it too
+        (CUBIC, RFC 9438 §4.9). The engine has already ended the recovery, so the restored
+        window is in force at once.
+        """
+        self.cwnd = max(self.cwnd, ev.prior_cwnd)
+        self.ssthresh = max(self.ssthresh, ev.prior_ssthresh)
 
     def on_mss_change(self, mss: int) -> None:
         """The engine learnt the effective SMSS (after the handshake, or from PMTUD).

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from .api import AckSample, CongestionControl, CongestionEvent
+from .api import AckSample, CongestionControl, CongestionEvent, UndoEvent
 
 
 class Cubic(CongestionControl):
@@ -77,6 +77,7 @@ class Cubic(CongestionControl):
         self._last_ack: float | None = None
         self._timed_out = False  # on_rto seen and no ACK since: a further on_rto is a re-expiry
         self._recovering = False  # on_congestion_event seen, recovery not over
+        self._before_reduction: tuple | None = None  # §4.9: the state a spurious reduction undoes
 
     # ------------------------------------------------------------------ the RFC's functions
 
@@ -198,6 +199,7 @@ class Cubic(CongestionControl):
         fast recovery starts from this ssthresh, and `on_recovery_exit` sets cwnd = ssthresh.
         The next ACK in congestion avoidance starts a new epoch with cwnd_epoch = ssthresh.
         """
+        self._save_before_reduction()
         cwnd = self._exact_cwnd()
         # §4.7: W_max = cwnd * (1 + beta) / 2 when the flow lost at a smaller window than last
         # time (its share is shrinking: release bandwidth sooner), else W_max = cwnd.
@@ -232,6 +234,8 @@ class Cubic(CongestionControl):
         because FlightSize then includes what the inflated recovery window sent.
         """
         if not self._timed_out:
+            if not self._recovering:
+                self._save_before_reduction()
             cwnd = self._exact_cwnd()
             ssthresh = max(round(bytes_in_flight * self.beta_cubic), 2 * self.mss)
             if self._recovering:
@@ -246,6 +250,25 @@ class Cubic(CongestionControl):
         self._recovering = False
         self.cwnd = self.mss
         self.region = "loss"
+
+    _UNDONE = ("W_max", "K", "t_epoch", "cwnd_epoch", "W_est", "cwnd_prior", "target", "region")
+
+    def _save_before_reduction(self) -> None:
+        self._before_reduction = tuple(getattr(self, name) for name in self._UNDONE)
+
+    def on_undo(self, ev: UndoEvent) -> None:
+        """§4.9: a spurious congestion event. The RFC restores cwnd, ssthresh, W_max, K and the
+        epoch as they were before it; the engine supplies cwnd and ssthresh (the base default),
+        the rest was saved when the reduction began. (Linux's cubictcp has no undo_cwnd of its
+        own and restores only cwnd and ssthresh; restoring the curve too keeps the growth where
+        it was, as §4.9 asks.)"""
+        super().on_undo(ev)
+        if self._before_reduction is not None:
+            for name, value in zip(self._UNDONE, self._before_reduction):
+                setattr(self, name, value)
+            self._before_reduction = None
+        self._cwnd_seen = self.cwnd
+        self._recovering = self._timed_out = False
 
     def on_mss_change(self, mss: int) -> None:
         old = self.mss

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import AckSample, CongestionControl, CongestionEvent
+from .api import AckSample, CongestionControl, CongestionEvent, UndoEvent
 
 
 class NewReno(CongestionControl):
@@ -94,6 +94,12 @@ class NewReno(CongestionControl):
         self.bytes_acked = 0
         self._recovering = False
         self._timed_out = True
+
+    def on_undo(self, ev: UndoEvent) -> None:
+        """Take the reduction back (the base default) and leave the episode's bookkeeping, so
+        the next loss reduces afresh."""
+        super().on_undo(ev)
+        self._recovering = self._timed_out = False
 
     def state(self) -> dict[str, Any]:
         return {"bytes_acked": self.bytes_acked}

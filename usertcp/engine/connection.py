@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any
 
 from .. import seq as wire
-from ..cc.api import AckSample, CongestionControl, CongestionEvent
+from ..cc.api import AckSample, CongestionControl, CongestionEvent, UndoEvent
 from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
 from .prr import Prr
@@ -163,6 +163,18 @@ class Connection:
         # its scoreboard record; every ACK with news yields `rate_sample`.
         self.rate = RateEstimator()
         self.rate_sample: RateSample | None = None
+        # Undo of spurious reductions (Linux tcp_init_undo / tcp_try_undo_*). An episode starts
+        # when a recovery or timeout reduces the window; `undo_retrans` counts the bytes it
+        # retransmitted that no D-SACK has yet shown to be duplicates (RFC 3708 §3),
+        # `retrans_stamp` is its first retransmission's time (RFC 3522's Eifel test).
+        self.undo_marker: int | None = None
+        self.undo_retrans = 0
+        self.retrans_stamp: float | None = None
+        self.prior_cwnd = self.prior_ssthresh = 0
+        # F-RTO (RFC 5682 §3, SACK-enhanced; Linux's tcp_process_loss): 1 after a timeout's
+        # retransmission, 2 while new data probes whether the timeout was genuine, 0 when off.
+        self.frto = 0
+        self.undos = 0
         self.recovery = NewRenoRecovery()
         # SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937) sending; used when SACK was
         # negotiated, NewReno's `recovery` otherwise. `prr` is set while in recovery; `sndcnt`
@@ -271,6 +283,7 @@ class Connection:
             "timeouts": self.timeouts,
             "tlp_probes": self.tlp_probes,
             "tlp_recoveries": self.tlp_recoveries,
+            "undos": self.undos,
             "loss_detection": self.loss_detection if self.sack_ok else "newreno",
             "cwnd": self.cwnd,
             "ssthresh": self.cc.ssthresh,
@@ -333,6 +346,7 @@ class Connection:
                 if rec.rate is not None:
                     self.rate.on_delivered(rec.rate, now, rec.end - rec.start, is_retrans=rec.retrans > 0)
         acked_for_cc = None
+        dupack = False
         if advanced:
             acked_for_cc = self._new_ack(ack_rel, opts, result, now)
         elif (
@@ -345,7 +359,10 @@ class Connection:
         ):
             # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions; with a zero window
             # the repeats are answers to our window probes, not signs of loss.
+            dupack = True
             self._duplicate_ack(now)
+        if self.state is not State.CLOSED:
+            self._check_undo(result, opts, advanced, now)
         if self.sack_ok and self.state is not State.CLOSED:
             if self.rack is not None and result is not None:
                 self._rack_on_ack(result, opts, now)
@@ -557,6 +574,7 @@ class Connection:
             self._cc_call("on_recovery_exit", now, self.flight_size)
 
     def _congestion_event(self, now: float, cause: str) -> None:
+        self._start_undo_episode()
         self._cc_call(
             "on_congestion_event",
             CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause=cause),
@@ -603,6 +621,84 @@ class Connection:
             # it already but an earlier send of it (a window probe) is still counted as out.
             sb.mark_lost(self.snd_una)
         self._enter_sack_recovery(now, delivered)
+
+    def _start_undo_episode(self) -> None:
+        """Remember the window before a reduction (Linux tcp_init_undo and prior_ssthresh =
+        tcp_current_ssthresh()), so that a spurious one can be taken back."""
+        cwnd, ssthresh = int(self.cc.cwnd), int(self.cc.ssthresh)
+        self.prior_cwnd = cwnd
+        self.prior_ssthresh = max(ssthresh, cwnd * 3 // 4)
+        self.undo_marker = self.snd_una
+        self.undo_retrans = 0
+        self.retrans_stamp = None
+
+    def _check_undo(self, result: AckResult | None, opts: Options, advanced: bool, now: float) -> None:
+        """Was the episode's reduction spurious? Three signals, each for the case it covers:
+        every retransmission D-SACKed (RFC 3708 §3), an ACK that advances snd_una echoing the
+        timestamp of an original transmission sent before the first retransmission (RFC 3522
+        §3.2, Linux's tcp_packet_delayed()), or, after a timeout, original data (s)acked (RFC
+        5682 §3, `_frto_on_ack`)."""
+        if self.undo_marker is None:
+            return
+        if result is not None and result.dsack and result.dsack_range[0] >= self.undo_marker:
+            left, right = result.dsack_range
+            self.undo_retrans -= right - left
+            if self.undo_retrans <= 0 and self.retrans_stamp is not None:
+                self._undo(now, "dsack")
+                return
+        if (
+            advanced
+            and (self.prr is not None or self.in_loss or self.recovery.in_recovery)
+            and self.retrans_stamp is not None
+            and self.ts_ok
+            and opts.ts is not None
+            and opts.ts[1]
+            and now - self._ts_age(opts.ts[1], now) < self.retrans_stamp - 1e-6
+        ):
+            self._undo(now, "timestamp")
+            return
+        if self.in_loss and self.frto and result is not None:
+            self._frto_on_ack(result, advanced, now)
+
+    def _frto_on_ack(self, result: AckResult, advanced: bool, now: float) -> None:
+        """RFC 5682 §3.1 (SACK-enhanced F-RTO) as Linux's tcp_process_loss() runs it.
+
+        Step 3.b: original data sent before the timeout and never retransmitted is (s)acked, so
+        not everything was lost: the timeout was spurious. Step 2.b: the first ACK that advances
+        snd_una lets new data go out instead of more retransmissions (`transmit` holds them back
+        while `frto == 2`). Step 3.a: if the ACK after that brings SACKs or is a duplicate, the
+        loss was real and RTO recovery resends as usual."""
+        recover = self.recovery.recover
+        if any(not rec.retrans and rec.end <= recover for rec in result.delivered):
+            self._undo(now, "frto")
+            return
+        if self.frto == 2 and self.snd_nxt > recover:
+            if result.sacked_bytes or not advanced:
+                self.frto = 0
+        elif self.frto == 1 and advanced and self.snd_una < recover:
+            if self.state in _CAN_SEND and self.data_end > self.snd_nxt and self.snd_una + self.snd_wnd > self.snd_nxt:
+                self.recovery.recover = self.snd_nxt  # Linux: high_seq = snd_nxt
+                self.frto = 2
+            else:
+                self.frto = 0
+
+    def _undo(self, now: float, cause: str) -> None:
+        """Take back the episode's reduction (Linux tcp_undo_cwnd_reduction): the controller
+        restores its window, recovery ends, and what was presumed lost is in flight again (a
+        real loss among it is found anew by RACK or an RTO)."""
+        self.undos += 1
+        self._cc_call("on_undo", UndoEvent(now, self.prior_cwnd, self.prior_ssthresh, cause))
+        self.prr = None
+        self.sndcnt = 0
+        self.in_loss = False
+        self.frto = 0
+        self.recovery.in_recovery = False
+        self.rtx_next = None
+        self.scoreboard.clear_lost()
+        self.undo_marker = None
+        self.retrans_stamp = None
+        self.rtt.reset_backoff()
+        self._events.append(Event("undo", now, cause))
 
     def _enter_sack_recovery(self, now: float, delivered: int) -> None:
         self._congestion_event(now, "dupack")
@@ -735,6 +831,12 @@ class Connection:
             self.rto_deadline = now + self.rtt.rto
             return
         self.timeouts += 1
+        episode = self.in_loss or self.rtx_next is not None
+        if not episode:
+            self._start_undo_episode()
+        # F-RTO only on a timeout that starts an episode, with SACK (RFC 5682 §3; a re-expiry
+        # means the retransmission was lost too, which is not what F-RTO tests).
+        self.frto = 1 if self.sack_ok and not episode else 0
         self._cc_call("on_rto", now, self.flight_size)
         self.recovery.on_timeout(self.snd_nxt)
         self.prr = None
@@ -785,7 +887,7 @@ class Connection:
         if self._tlp_due:
             self._tlp_due = False
             self._send_probe(out, now)
-        if self.prr is not None or self.in_loss:
+        if self.prr is not None or (self.in_loss and self.frto != 2):
             self._send_lost(out, now)
         if self.rtx_next is not None:
             self._go_back_n(out, now)
@@ -933,6 +1035,11 @@ class Connection:
             flags |= Flags.FIN
         tx = self._segment(start, flags, now, length=n, retransmit=True)
         span = n + (1 if flags & Flags.FIN else 0)
+        if self.undo_marker is not None and (self.prr is not None or self.in_loss or self.recovery.in_recovery
+                                             or self.rtx_next is not None):
+            self.undo_retrans += n
+            if self.retrans_stamp is None:
+                self.retrans_stamp = now
         snapshot = self.rate.on_send(now, self.snd_nxt - self.snd_una, size=span)
         self.scoreboard.mark_retransmitted(start, start + span, now, rate=snapshot)
         self.bytes_sent += n

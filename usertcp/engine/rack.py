@@ -138,7 +138,7 @@ class Rack:
         self.min_rtt = min_rtt
         self._update(delivered, now, tsecr_time)
         self._detect_reordering(delivered)
-        self._update_reo_wnd(dsack, in_recovery, exiting_recovery, srtt)
+        self._update_reo_wnd(dsack, in_recovery, exiting_recovery, srtt, bool(delivered))
         return self._detect_loss(now)
 
     def _update(self, delivered: list[Record], now: float, tsecr_time: float | None) -> None:
@@ -175,12 +175,21 @@ class Rack:
             elif rec.end < self.fack and not rec.retrans:
                 self.reordering_seen = True
 
-    def _update_reo_wnd(self, dsack: bool, in_recovery: bool, exiting: bool, srtt: float | None) -> None:
+    def _update_reo_wnd(
+        self, dsack: bool, in_recovery: bool, exiting: bool, srtt: float | None, delivered: bool = True
+    ) -> None:
         """Step 4 (RACK_update_reo_wnd): grow the window by min_RTT/4 per round trip that brings
         a D-SACK (a spurious retransmission means the window was too small), keep it for 16
-        recoveries without one, then fall back to one quarter."""
+        recoveries without one, then fall back to one quarter.
+
+        Only an ACK that delivers something ends a D-SACK round. Once everything sent is
+        acknowledged, SND.UNA >= RACK.dsack_round holds for every later ACK, and a train of pure
+        D-SACKs for one burst of spurious retransmissions would each count as a new round (a
+        burst of 70 took the multiplier to 72). Linux ignores D-SACKs on ACKs that deliver
+        nothing for the same reason (tcp_rack_update_reo_wnd() returns on !rs->prior_delivered).
+        """
         snd_una, snd_nxt = self.sb.snd_una, self.sb.snd_nxt
-        if self.dsack_round is not None and snd_una >= self.dsack_round:
+        if self.dsack_round is not None and snd_una >= self.dsack_round and delivered:
             self.dsack_round = None
         if self.dsack_round is None and dsack:
             self.dsack_round = snd_nxt

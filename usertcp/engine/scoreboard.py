@@ -339,6 +339,20 @@ class Scoreboard:
         self.lost_total += n
         return n
 
+    def clear_lost(self) -> int:
+        """Forget every loss verdict (Linux's tcp_undo_cwnd_reduction with unmark_loss): the
+        sender learnt that what it presumed lost had arrived or is still on its way. Records
+        with a retransmission out keep it (both copies are then counted in pipe, as they are in
+        flight). Returns the bytes unmarked."""
+        cleared = 0
+        for rec in self._records:
+            if rec.lost and not rec.sacked:
+                rec.lost = False
+                cleared += rec.end - rec.start
+        self.lost_bytes = 0
+        self._islost_edge = self.snd_una
+        return cleared
+
     def is_lost(self, seq: int) -> bool:
         """RFC 6675 §4 IsLost(SeqNum): DupThresh SACKed segments, or more than
         (DupThresh - 1) * SMSS SACKed bytes, above `seq`.
