@@ -53,6 +53,7 @@ _TS_OPTION = struct.Struct("!BBBBII")
 class State(Enum):
     CLOSED = "CLOSED"
     SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
     ESTABLISHED = "ESTABLISHED"
     FIN_WAIT_1 = "FIN-WAIT-1"
     FIN_WAIT_2 = "FIN-WAIT-2"
@@ -129,17 +130,23 @@ class Connection:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.snd_wscale = 0
-        self.data_end = 1 + source.size  # relative sequence of our FIN
+        self.data_end = 1 + source.size  # relative sequence of our FIN (while the source grows, of its end)
         self.fin_sent = False
+        # A source that grows (`stream.SendStream`: a server's responses) says so with
+        # `finished`; one that can drop what the peer has acknowledged has `release`.
+        self._grows = hasattr(source, "finished")
+        self._release = getattr(source, "release", None)
         # Receive side (relative to the peer's ISS).
         self.rcv_nxt = 0
         self.fin_received = False
         self.peer_data = 0
+        self._inbox: list[bytes] = []  # in-order data from the peer, not yet read by the application
         # Negotiated.
         self.peer_mss = DEFAULT_PEER_MSS
         self.send_mss = DEFAULT_PEER_MSS  # payload bytes per wire segment
         self.sack_ok = False
         self.ts_ok = False
+        self.wscale_ok = False
         self.ts_recent = 0
         self.last_ack_sent = 0
         # Our timestamp clock ticks in microseconds, as Linux's does with TCP_USEC_TS (6.7+):
@@ -219,6 +226,19 @@ class Connection:
         self.snd_una, self.snd_nxt = 0, 1
         self.syn_pending = True
         self.rto_deadline = now + self.rtt.rto
+
+    def read(self) -> bytes:
+        """In-order data the peer sent since the last call (RFC 9293 RECEIVE)."""
+        if not self._inbox:
+            return b""
+        data = b"".join(self._inbox)
+        self._inbox.clear()
+        return data
+
+    def shutdown(self) -> None:
+        """The application has nothing more to send: a FIN follows the last byte of the source
+        (RFC 9293 §3.10.4 CLOSE). Connections made with close_at_end do this by themselves."""
+        self.close_at_end = True
 
     def events(self) -> list[Event]:
         out, self._events = self._events, []
@@ -307,6 +327,8 @@ class Connection:
             return
         if self.state is State.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
+            return
+        if self.state is State.SYN_RECEIVED and not self._receive_in_syn_received(seg, now):
             return
         flags = seg.flags
         seq_rel = self.rcv_nxt + wire.diff(seg.seq, (self.irs + self.rcv_nxt) & MASK)
@@ -406,13 +428,39 @@ class Connection:
             return
         if not (flags & Flags.SYN and flags & Flags.ACK):
             return  # simultaneous open is not supported by a sender-only stack
-        opts = seg.options
-        self.irs = seg.seq
-        self.rcv_nxt = 1
+        self._negotiate(seg)
         self.snd_una = 1
+        self.snd_wl1, self.snd_wl2 = 0, 1
+        self.ack_pending = True
+        self._established(seg.options, now)
+
+    def accept(self, syn: Segment, now: float) -> None:
+        """Passive open (RFC 9293 §3.10.7.2, a SYN reaching a LISTEN): take the peer's SYN, answer
+        with a SYN-ACK carrying only the options the peer offered (RFC 7323 §2.2 and §3.2, RFC
+        2018 §2), and wait in SYN-RECEIVED for the ACK of it. The listener (not this object)
+        decides which SYNs become connections."""
+        if self.state is not State.CLOSED or self.closed_at is not None:
+            raise RuntimeError(f"accept() in state {self.state.value}")
+        if not syn.flags & Flags.SYN or syn.flags & (Flags.ACK | Flags.RST | Flags.FIN):
+            raise ValueError("accept() takes a bare SYN")
+        self._negotiate(syn)
+        self.snd_una, self.snd_nxt = 0, 1
+        self.snd_wl1 = self.snd_wl2 = 0
+        self.state = State.SYN_RECEIVED
+        self.syn_pending = True
+        self._syn_time = now
+        self.rto_deadline = now + self.rtt.rto
+
+    def _negotiate(self, syn: Segment) -> None:
+        """What the peer's SYN or SYN-ACK settles: its ISS, MSS, window and the options both
+        sides use (RFC 9293 §3.7.1, RFC 7323 §2.2 and §3.2, RFC 2018 §2)."""
+        opts = syn.options
+        self.irs = syn.seq
+        self.rcv_nxt = 1
         self.peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
         # RFC 7323 §2.2: scaling applies in both directions only if both sides sent the option.
-        if opts.wscale is not None:
+        self.wscale_ok = opts.wscale is not None
+        if self.wscale_ok:
             self.snd_wscale = opts.wscale
         else:
             self.snd_wscale = self.rcv_wscale = 0
@@ -421,9 +469,11 @@ class Connection:
         if self.ts_ok:
             self.ts_recent = opts.ts[0]
         self.send_mss = min(self.peer_mss, self.mss) - (TS_OPTION_LEN if self.ts_ok else 0)
-        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 §2.2)
-        self.snd_wl1, self.snd_wl2 = 0, 1
-        if self.ts_ok and opts.ts[1]:
+        self.snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
+
+    def _established(self, opts: Options, now: float) -> None:
+        """The handshake is complete: the first RTT sample, then ESTABLISHED."""
+        if self.ts_ok and opts.ts is not None and opts.ts[1]:
             self.rtt.sample(self._ts_age(opts.ts[1], now))
         elif not self.syn_retransmitted:
             self.rtt.sample(now - self._syn_time)
@@ -433,10 +483,27 @@ class Connection:
         self.established_at = now
         self.syn_pending = False
         self.rto_deadline = None
-        self.ack_pending = True
         self.scoreboard.smss = self.send_mss
         self._cc_call("on_mss_change", self.send_mss)
         self._events.append(Event("established", now))
+
+    def _receive_in_syn_received(self, seg: Segment, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 in SYN-RECEIVED. Returns True when the segment completed the
+        handshake and should go on to the synchronized-state processing (it may carry data)."""
+        flags = seg.flags
+        if flags & Flags.RST:
+            if seg.seq == (self.irs + 1) & MASK:
+                self._close(now, error="reset")  # RFC 5961 §3.2: exact match only
+            return False
+        if flags & Flags.SYN:
+            if seg.seq == self.irs:
+                self.syn_pending = True  # the peer did not get our SYN-ACK: send it again
+            return False  # a SYN with another sequence is a new incarnation or forged: ignore
+        if not flags & Flags.ACK or seg.ack != (self.iss + 1) & MASK:
+            return False
+        self.snd_una = 1
+        self._established(seg.options, now)
+        return True
 
     def _receive_rst(self, seq_rel: int, now: float) -> None:
         """RFC 5961 §3.2: reset only on an exact match with rcv_nxt; in window, challenge ACK."""
@@ -481,6 +548,8 @@ class Connection:
         any recovery), else None."""
         newly_acked = ack_rel - self.snd_una
         self.snd_una = ack_rel
+        if self._release is not None:
+            self._release(min(ack_rel, self.data_end) - 1)  # acknowledged bytes are never read again
         # The newest range this ACK acknowledged cumulatively (SACKed pieces lie above it).
         newest = None
         for rec in result.delivered:
@@ -738,6 +807,7 @@ class Connection:
             if seq_rel == self.rcv_nxt and not self.fin_received:
                 self.rcv_nxt += n
                 self.peer_data += n
+                self._inbox.append(bytes(seg.payload))
             self.ack_pending = True
         if seg.flags & Flags.FIN and seq_rel + n == self.rcv_nxt and not self.fin_received:
             self.rcv_nxt += 1
@@ -807,10 +877,11 @@ class Connection:
     def _retransmission_timeout(self, now: float) -> None:
         """RFC 6298 §5.4–5.6, RFC 5681 §3.1 (loss window), RFC 6582 §3.2 step 4."""
         self.rto_deadline = None
-        if self.state is State.SYN_SENT:
+        if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
             self.retries += 1
             if self.retries > self.syn_retries:
-                self._close(now, error="connect timeout")
+                passive = self.state is State.SYN_RECEIVED
+                self._close(now, error="handshake timeout" if passive else "connect timeout")
                 return
             self.rtt.back_off()
             self.syn_pending = self.syn_retransmitted = True
@@ -872,7 +943,11 @@ class Connection:
         state = self.state
         if state is State.CLOSED:
             return out
-        if state is State.SYN_SENT:
+        if self._grows and not self.fin_sent:
+            self.data_end = 1 + self.source.size
+            if self.source.finished:
+                self.close_at_end = True
+        if state in (State.SYN_SENT, State.SYN_RECEIVED):
             if self.syn_pending:
                 self.syn_pending = False
                 if not self.syn_retransmitted:
@@ -1089,18 +1164,27 @@ class Connection:
         return ((self._ts_now(now) - tsecr) & MASK) / 1_000_000
 
     def _syn(self, now: float) -> Transmission:
+        """Our SYN offers every option we want; a SYN-ACK only those the peer's SYN offered."""
         ts = self._ts_now(now)
-        opts = Options(
-            mss=self.mss,
-            wscale=self.rcv_wscale,
-            sack_permitted=self.want_sack,
-            ts=(ts, 0) if self.want_ts else None,
-        )
+        if self.state is State.SYN_RECEIVED:
+            opts = Options(
+                mss=self.mss,
+                wscale=self.rcv_wscale if self.wscale_ok else None,
+                sack_permitted=self.sack_ok,
+                ts=(ts, self.ts_recent) if self.ts_ok else None,
+            )
+            seq, ack, flags = self.iss, (self.irs + 1) & MASK, Flags.SYN | Flags.ACK
+        else:
+            opts = Options(
+                mss=self.mss,
+                wscale=self.rcv_wscale,
+                sack_permitted=self.want_sack,
+                ts=(ts, 0) if self.want_ts else None,
+            )
+            seq, ack, flags = self.iss, 0, Flags.SYN
         self.segments_out += 1
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
-        return Transmission(
-            seq=self.iss, ack=0, flags=Flags.SYN, window=min(self.rcv_wnd, 65535), options=opts.encode()
-        )
+        return Transmission(seq=seq, ack=ack, flags=flags, window=min(self.rcv_wnd, 65535), options=opts.encode())
 
     def _segment(
         self, start: int, flags: Flags, now: float, *, length: int = 0, retransmit: bool = False

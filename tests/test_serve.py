@@ -1,0 +1,145 @@
+"""`usertcp serve` in virtual time: passive open, the HTTP application over our own engine, and a
+client engine downloading from it across simulated links (lossy ones included)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import h11
+import pytest
+
+from usertcp.app import HttpConnection
+from usertcp.cc import load
+from usertcp.engine.connection import Connection, State
+from usertcp.segment import Flags, Options, Segment, parse_options
+from usertcp.sim.link import Link
+from usertcp.sim.peer import AcceptingPeer
+from usertcp.sim.run import simulate
+from usertcp.sources import BytesSource
+from usertcp.stream import SendStream
+
+CLIENT, SERVER = ("198.18.2.1", 41000), ("198.18.1.1", 8080)
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 4000 + b"tail")  # 1,024,004 bytes
+    (tmp_path / "index.html").write_bytes(b"<h1>usertcp</h1>\n")
+    return tmp_path
+
+
+def server_factory(root, **kw):
+    def factory(syn, now):
+        return HttpConnection.accept(syn, now, SERVER, CLIENT, load("cubic", mss=1448, now=now), root,
+                                     iss=0xFFFF0000, **kw)
+    return factory
+
+
+def fetch(root, request: bytes, *, fwd=None, rev=None, until=60.0, **client_kw):
+    """A client engine sends `request` (then FIN) to an accepting server engine; returns the
+    bytes the client received in order, the client, the server app and the run."""
+    client = Connection(CLIENT, SERVER, load("newreno", mss=1448, now=0.0), BytesSource(request),
+                        iss=1000, time_wait=0.5, **client_kw)
+    got = bytearray()
+    receive = client.receive
+
+    def receive_and_read(seg, now):
+        receive(seg, now)
+        got.extend(client.read())
+
+    client.receive = receive_and_read
+    peer = AcceptingPeer(server_factory(root))
+    fwd = fwd or Link(delay=0.005, rate=100e6, name="fwd")
+    rev = rev or Link(delay=0.005, rate=100e6, name="rev")
+    res = simulate(client, peer, fwd, rev, until=until)
+    return bytes(got), client, peer.app, res
+
+
+def responses(data: bytes) -> list[tuple[int, dict, bytes]]:
+    """Parse a byte stream of HTTP/1.1 responses with h11 (as a client would)."""
+    c = h11.Connection(h11.CLIENT)
+    out = []
+    c.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    c.send(h11.EndOfMessage())
+    c.receive_data(data)
+    c.receive_data(b"")
+    status, headers, body = None, None, bytearray()
+    while True:
+        ev = c.next_event()
+        if ev is h11.NEED_DATA or type(ev) is h11.ConnectionClosed:
+            break
+        if type(ev) is h11.Response:
+            status, headers, body = ev.status_code, {k.decode(): v.decode() for k, v in ev.headers}, bytearray()
+        elif type(ev) is h11.Data:
+            body += ev.data
+        elif type(ev) is h11.EndOfMessage:
+            out.append((status, headers, bytes(body)))
+            if c.our_state is h11.MUST_CLOSE or c.their_state is h11.MUST_CLOSE:
+                break
+            c.start_next_cycle()
+            c.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+            c.send(h11.EndOfMessage())
+    return out
+
+
+def test_passive_open_answers_only_with_the_options_offered():
+    stream = SendStream()
+    conn = Connection(SERVER, CLIENT, load("cubic", mss=1448, now=0.0), stream, iss=77, close_at_end=False)
+    syn = Segment(CLIENT[1], SERVER[1], 5000, 0, Flags.SYN, 29200, Options(mss=1400, sack_permitted=True), b"")
+    conn.accept(syn, 0.0)
+    (synack,) = conn.transmit(0.0)
+    opts = parse_options(synack.options)
+    assert synack.flags == Flags.SYN | Flags.ACK and synack.seq == 77 and synack.ack == 5001
+    assert opts.mss == 1460 and opts.sack_permitted and opts.wscale is None and opts.ts is None
+    assert conn.state is State.SYN_RECEIVED and conn.send_mss == 1400
+    # A retransmitted SYN draws the SYN-ACK again; the ACK of it establishes the connection.
+    conn.receive(syn, 0.1)
+    assert [t.flags for t in conn.transmit(0.1)] == [Flags.SYN | Flags.ACK]
+    conn.receive(Segment(CLIENT[1], SERVER[1], 5001, 78, Flags.ACK, 29200, Options(), b""), 0.2)
+    assert conn.state is State.ESTABLISHED and conn.snd_wnd == 29200 and conn.rtt.srtt is not None
+    # Data from the peer is handed to the application in order.
+    conn.receive(Segment(CLIENT[1], SERVER[1], 5001, 78, Flags.ACK | Flags.PSH, 29200, Options(), b"GET"), 0.3)
+    assert conn.read() == b"GET" and conn.read() == b""
+
+
+def test_passive_open_gives_up_after_syn_ack_retries():
+    conn = Connection(SERVER, CLIENT, load("cubic", mss=1448, now=0.0), SendStream(), iss=1,
+                      close_at_end=False, syn_retries=2)
+    conn.accept(Segment(CLIENT[1], SERVER[1], 9, 0, Flags.SYN, 1000, Options(mss=1460), b""), 0.0)
+    now, sent = 0.0, 0
+    while not conn.closed and now < 100:
+        sent += len(conn.transmit(now))
+        now = conn.deadline()
+        conn.on_timer(now)
+    assert conn.error == "handshake timeout" and sent == 3
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.02])
+def test_get_over_our_engine_both_ends(root, loss):
+    """A 1 MB file over the simulated path, with and without 2% loss each way: the client gets
+    exactly the file, then the server's FIN (Connection: close), and both ends close."""
+    req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    fwd = Link(delay=0.005, rate=100e6, loss=loss, seed=3, name="fwd")
+    rev = Link(delay=0.005, rate=100e6, loss=loss, seed=4, name="rev")
+    data, client, app, res = fetch(root, req, fwd=fwd, rev=rev)
+    assert res.completed, res.reason
+    ((status, headers, body),) = responses(data)
+    want = (root / "big.bin").read_bytes()
+    assert status == 200 and int(headers["content-length"]) == len(want)
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(want).hexdigest()
+    assert client.fin_received and app.conn.closed and app.conn.error is None
+    assert app.stream.piece_count == 0  # everything released: the server holds no response
+
+
+def test_keep_alive_and_range_over_our_engine(root):
+    """Three pipelined requests on one connection: a Range, a full file, a 404; then close."""
+    req = (b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nRange: bytes=1000-1999\r\n\r\n"
+           b"GET /index.html HTTP/1.1\r\nHost: lab\r\n\r\n"
+           b"GET /missing HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+    data, client, app, res = fetch(root, req)
+    assert res.completed, res.reason
+    got = responses(data)
+    assert [s for s, _, _ in got] == [206, 200, 404]
+    assert got[0][2] == (root / "big.bin").read_bytes()[1000:2000]
+    assert got[0][1]["content-range"] == "bytes 1000-1999/1024004"
+    assert got[1][2] == b"<h1>usertcp</h1>\n"
