@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-pkgs=(python3-bpfcc python3-venv iproute2 iperf3 tshark ethtool iptables)
+pkgs=(python3-bpfcc python3-venv iproute2 iperf3 tshark ethtool iptables curl wget wrk)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

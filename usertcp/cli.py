@@ -4,6 +4,7 @@
     usertcp gate up|down|status          the eBPF gate on the sender's interface
     usertcp send HOST:PORT --bytes N | --file F [--cc NAME]
     usertcp sink --port P                a kernel-socket receiver that hashes what it gets
+    usertcp serve --port P --root DIR    HTTP/1.1 static files from the Python stack (GET/HEAD, Range)
     usertcp demo                         the whole path, end to end, with a summary and a pcap
     usertcp cc list                      congestion-control plugins available
 """
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import sys
+import time
 
 DEFAULT_LAB = "ut"
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)", re.IGNORECASE)
@@ -241,6 +243,57 @@ def cmd_sink(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args) -> int:
+    """Serve files over HTTP/1.1 with the Python stack until interrupted (or --duration)."""
+    _require_root()
+    import signal
+
+    import netns
+
+    from .gate import GateError
+    from .server import Server, ServeError
+
+    ns = _namespace(args, "snd")
+
+    def go() -> int:
+        try:
+            server = Server(args.root, args.port, ip=args.bind, cc=args.cc, netns=ns,
+                            idle_timeout=args.idle_timeout)
+        except (ServeError, GateError) as exc:
+            raise UserError(str(exc)) from None
+        with server:
+            signal.signal(signal.SIGTERM, lambda *_: server.stop())
+            print(f"usertcp serve: http://{server.ip}:{server.port}/ from {args.root} ({args.cc})", flush=True)
+            st = server.stats
+
+            def tick() -> None:
+                if not args.quiet:
+                    print(f"  {len(server.loop.flows)} open, {st.accepted} accepted, {st.requests} requests, "
+                          f"{fmt_bytes(st.bytes_sent)} sent", flush=True)
+
+            until = time.monotonic() + args.duration if args.duration else None
+            try:
+                server.run(until=until, on_tick=tick, tick=5.0)
+            except KeyboardInterrupt:
+                pass
+            summary = {"accepted": st.accepted, "closed": st.closed, "requests": st.requests,
+                       "bytes_sent": st.bytes_sent, "bytes_retrans": st.bytes_retrans,
+                       "errors": st.errors, "syn_without_flow": st.syn_without_flow}
+            print(json.dumps(summary) if args.json else
+                  f"usertcp serve: {st.accepted} connections, {st.requests} requests, "
+                  f"{fmt_bytes(st.bytes_sent)} sent ({fmt_bytes(st.bytes_retrans)} again), errors {st.errors or 'none'}",
+                  flush=True)
+        return 0
+
+    if ns is None:
+        return go()
+    with netns.enter(ns):
+        return go()
+
+
 # ---------------------------------------------------------------------------------------- cc
 
 
@@ -291,6 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--count", type=int, default=0, help="exit after N connections (0: never)")
     _ns_args(k, "rcv")
     k.set_defaults(func=cmd_sink)
+
+    v = sub.add_parser("serve", help="serve files over HTTP/1.1 with the Python stack, through the gate")
+    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--root", required=True, help="directory to serve (GET/HEAD, Range, keep-alive)")
+    v.add_argument("--bind", help="address to serve on (default: the namespace's only IPv4 address)")
+    v.add_argument("--cc", default="cubic", help="congestion control for every connection")
+    v.add_argument("--idle-timeout", type=float, default=60.0, help="close keep-alive connections idle this long (s)")
+    v.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until interrupted)")
+    v.add_argument("--quiet", action="store_true", help="no periodic status lines")
+    v.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    _ns_args(v, "snd")
+    v.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="lab + gate + 256 MiB transfer + summary + pcap, then tear down")
     d.add_argument("--lab", default="demo", help="lab name for the demo (default: demo)")

@@ -4,6 +4,12 @@ Each turn: take every waiting packet and hand it to its connection (demultiplexe
 fire due timers, then let every connection transmit. It sleeps in poll() only when no packet
 arrived and nothing was sent, until the earliest deadline. Many connections share one loop
 and one socket; the connection objects never see the clock except as the `now` passed in.
+
+A server adds two things: `listen(port, on_syn)` hands packets to that port which belong to no
+flow (new SYNs) to a callback that may `add` a flow; and a flow may carry an application object
+(`app`, e.g. `app.HttpConnection`) whose `pump(now)` runs after its connection took packets in or
+a timer fired and before it transmits, whose `deadline()` joins the connection's, and whose
+`close()` runs when the flow is retired, as does the loop's `on_retire` callback.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Flow:
     key: tuple[bytes, int, int]  # (remote address, remote port, local port), as packets demultiplex
     outbox: deque[Transmission] = field(default_factory=deque)
     events: list[Event] = field(default_factory=list)
+    app: object | None = None
 
 
 class EventLoop:
@@ -35,20 +42,30 @@ class EventLoop:
         self.clock = clock
         self.flows: dict[tuple[bytes, int, int], Flow] = {}
         self.finished: list[Flow] = []
+        self.keep_finished = True  # a long-running server sets False: retired flows are dropped
+        self.listeners: dict[int, Callable] = {}
+        self.on_retire: Callable[[Flow], None] | None = None
         self._poll = select.poll()
         self._poll.register(datapath.fileno(), select.POLLIN)
         self._want_out = False
 
-    def add(self, conn: Connection, builder: FrameBuilder) -> Flow:
+    def add(self, conn: Connection, builder: FrameBuilder, app: object | None = None) -> Flow:
         key = (socket.inet_aton(conn.remote[0]), conn.remote[1], conn.local[1])
-        flow = Flow(conn, builder, key)
+        flow = Flow(conn, builder, key, app=app)
         self.flows[key] = flow
-        self._refresh_ports()
+        if conn.local[1] not in self.listeners:
+            self._refresh_ports()
         return flow
 
+    def listen(self, port: int, on_syn: Callable[[bytes, bytes, object, float], None]) -> None:
+        """Packets to `port` that match no flow go to `on_syn(saddr, daddr, segment, now)`."""
+        self.listeners[port] = on_syn
+        self._refresh_ports()
+
     def _refresh_ports(self) -> None:
-        """The socket filter admits exactly the local ports of the flows still running."""
-        self.dp.set_ports([k[2] for k in self.flows])
+        """The socket filter admits exactly the listening ports and the local ports of the flows
+        still running."""
+        self.dp.set_ports(sorted(set(self.listeners) | {k[2] for k in self.flows}))
 
     def _send(self, flow: Flow, txs) -> None:
         outbox = flow.outbox
@@ -64,17 +81,23 @@ class EventLoop:
         now = self.clock()
         packets = self.dp.receive()
         flows = self.flows
-        for saddr, _daddr, seg in packets:
+        for saddr, daddr, seg in packets:
             flow = flows.get((saddr, seg.sport, seg.dport))
             if flow is not None:
                 flow.conn.receive(seg, now)
+            else:
+                on_syn = self.listeners.get(seg.dport)
+                if on_syn is not None:
+                    on_syn(saddr, daddr, seg, now)
         busy = bool(packets)
         earliest = None
         for flow in list(flows.values()):
-            conn = flow.conn
+            conn, app = flow.conn, flow.app
             d = conn.deadline()
             if d is not None and d <= now:
                 conn.on_timer(now)
+            if app is not None:
+                app.pump(now)
             txs = conn.transmit(now)
             if txs or flow.outbox:
                 busy = True
@@ -84,6 +107,10 @@ class EventLoop:
                 self._retire(flow)
                 continue
             d = conn.deadline()
+            if app is not None:
+                a = app.deadline()
+                if a is not None and (d is None or a < d):
+                    d = a
             if d is not None and (earliest is None or d < earliest):
                 earliest = d
         want_out = any(f.outbox for f in flows.values())
@@ -97,15 +124,21 @@ class EventLoop:
 
     def _retire(self, flow: Flow) -> None:
         del self.flows[flow.key]
-        self.finished.append(flow)
-        self._refresh_ports()
+        if self.keep_finished:
+            self.finished.append(flow)
+        if flow.app is not None:
+            flow.app.close()
+        if self.on_retire is not None:
+            self.on_retire(flow)
+        if flow.conn.local[1] not in self.listeners:
+            self._refresh_ports()
 
     def run(self, *, until: float | None = None, on_tick: Callable[[], None] | None = None,
             tick: float = 0.1) -> None:
         """Run until every flow has closed, or the clock passes `until`; call `on_tick` about
         every `tick` seconds (progress display)."""
         next_tick = self.clock() + tick
-        while self.flows:
+        while self.flows or self.listeners:
             self.step(min(tick, 0.05))
             now = self.clock()
             if on_tick is not None and now >= next_tick:
