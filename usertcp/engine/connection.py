@@ -48,6 +48,11 @@ DEFAULT_PEER_MSS = 536  # RFC 9293 §3.7.1: assume 536 when the peer sends no MS
 # (RFC 6675's IsLost() alone, no loss probes). Without SACK, NewReno's duplicate ACKs.
 LOSS_DETECTORS = ("rack", "dupthresh")
 _TS_OPTION = struct.Struct("!BBBBII")
+# Answers to out-of-window segments, PAWS rejects and RFC 5961 challenges: at most one per this
+# interval per connection (Linux's net.ipv4.tcp_invalid_ratelimit default, tcp_oow_rate_limited),
+# so that a stream of bogus or reordered segments cannot make us send a stream of ACKs.
+OOW_ACK_INTERVAL = 0.5
+PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 §5.5: TS.Recent older than 24 days is invalid
 
 
 class State(Enum):
@@ -148,7 +153,11 @@ class Connection:
         self.ts_ok = False
         self.wscale_ok = False
         self.ts_recent = 0
+        self.ts_recent_time = now  # when TS.Recent was last set (RFC 7323 §5.5)
         self.last_ack_sent = 0
+        self.max_snd_wnd = 0  # the largest window the peer offered (RFC 5961 §5.2 MAX.SND.WND)
+        self._oow_ack_time: float | None = None
+        self.paws_rejected = 0
         # Our timestamp clock ticks in microseconds, as Linux's does with TCP_USEC_TS (6.7+):
         # on a lab path RTTs are tens of microseconds, which a 1 ms clock cannot resolve.
         self.ts_offset = (iss * 2654435761) & MASK
@@ -333,27 +342,38 @@ class Connection:
         flags = seg.flags
         seq_rel = self.rcv_nxt + wire.diff(seg.seq, (self.irs + self.rcv_nxt) & MASK)
 
+        opts = seg.options
+        if self.ts_ok and not flags & Flags.RST:
+            if opts.ts is None:
+                return  # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt is dropped
+            if wire.lt(opts.ts[0], self.ts_recent) and now - self.ts_recent_time < PAWS_IDLE_LIMIT:
+                # PAWS (RFC 7323 §5.3 R1): an older timestamp marks an old duplicate segment.
+                self.paws_rejected += 1
+                self._oow_ack(now)
+                return
         if flags & Flags.RST:
             self._receive_rst(seq_rel, now)
             return
         if flags & Flags.SYN:
             # A retransmitted SYN-ACK means our handshake ACK was lost: answer with an ACK.
             # Any other SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
-            self.ack_pending = True
+            self._oow_ack(now)
             return
         if not self._acceptable(seq_rel, seg.seg_len):
-            self.ack_pending = True  # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK
+            self._oow_ack(now)  # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK
             return
-        opts = seg.options
-        if self.ts_ok and opts.ts is not None:
+        if self.ts_ok:
             # RFC 7323 §4.3 (3): remember the peer's TSval of the segment that covers Last.ACK.sent.
             if seq_rel <= self.last_ack_sent and wire.ge(opts.ts[0], self.ts_recent):
                 self.ts_recent = opts.ts[0]
+                self.ts_recent_time = now
         if not flags & Flags.ACK:
             return
         ack_rel = self.snd_una + wire.diff(seg.ack, (self.iss + self.snd_una) & MASK)
-        if ack_rel > self.snd_nxt:
-            self.ack_pending = True  # acknowledges something not yet sent (RFC 9293 §3.10.7.4)
+        if ack_rel > self.snd_nxt or ack_rel < self.snd_una - self.max_snd_wnd:
+            # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.NXT] is dropped and
+            # answered (with a challenge ACK), not acted on: it may be forged.
+            self._oow_ack(now)
             return
         window = seg.window << self.snd_wscale
         window_changed = window != self.snd_wnd
@@ -468,6 +488,7 @@ class Connection:
         self.ts_ok = self.want_ts and opts.ts is not None
         if self.ts_ok:
             self.ts_recent = opts.ts[0]
+        self.max_snd_wnd = syn.window
         self.send_mss = min(self.peer_mss, self.mss) - (TS_OPTION_LEN if self.ts_ok else 0)
         self.snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
 
@@ -513,6 +534,12 @@ class Connection:
             else:
                 self._close(now, error="reset")
         elif self._acceptable(seq_rel, 1):
+            self._oow_ack(now)  # RFC 5961 §3.2: in the window but not exact: challenge ACK
+
+    def _oow_ack(self, now: float) -> None:
+        """Answer a segment we will not act on with an ACK, rate-limited (OOW_ACK_INTERVAL)."""
+        if self._oow_ack_time is None or now - self._oow_ack_time >= OOW_ACK_INTERVAL:
+            self._oow_ack_time = now
             self.ack_pending = True
 
     def _acceptable(self, seq_rel: int, seg_len: int) -> bool:
@@ -528,6 +555,8 @@ class Connection:
         if self.snd_wl1 < seq_rel or (self.snd_wl1 == seq_rel and self.snd_wl2 <= ack_rel):
             opened = window > self.snd_wnd
             self.snd_wnd = window
+            if window > self.max_snd_wnd:
+                self.max_snd_wnd = window
             self.snd_wl1, self.snd_wl2 = seq_rel, ack_rel
             if opened and window > 0:
                 self.persist_deadline = None

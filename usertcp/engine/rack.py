@@ -209,7 +209,7 @@ class Rack:
         if not self.reordering_seen:
             if in_recovery:
                 return 0.0
-            if self.segs_sacked >= self.dupthresh:
+            if self.sb.sacked_bytes and self.segs_sacked >= self.dupthresh:
                 return 0.0
         if self.min_rtt is None or srtt is None:
             return 0.0
@@ -227,10 +227,20 @@ class Rack:
         xmit_ts, end_seq = self.xmit_ts, self.end_seq
         wait = self.rtt + self.reo_wnd
         timer = None
-        for rec in self.sb:
+        sb = self.sb
+        # Records are in sequence order, which is send order for first transmissions. Once one
+        # of those was sent after RACK.segment, so were all first transmissions above it; only
+        # retransmissions can still be older, and there are none to look for when no
+        # retransmission is out (every loss found is resent or marked). This keeps an ACK in
+        # the steady state O(1) instead of O(records), as Linux's walk of its time-sorted
+        # queue stops at the first skb sent after RACK.mstamp (tcp_rack_detect_loss()).
+        rtx_pending = sb.retrans_out_bytes > 0
+        for rec in sb:
             if rec.sacked or rec.needs_rtx:
                 continue
             if not sent_after(xmit_ts, end_seq, rec.xmit_time, rec.end):
+                if not rtx_pending and not rec.retrans:
+                    break
                 continue
             due = rec.xmit_time + wait
             if due <= now:
