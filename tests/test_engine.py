@@ -688,3 +688,69 @@ def test_spurious_fast_retransmit_is_undone_by_dsack():
     causes = [ev.value for _, ev in res.timed_events if ev.kind == "undo"]
     assert causes == ["dsack"] and conn.undos == 1
     assert conn.rack.reo_wnd_mult >= 2  # and RACK widened its reordering window (§6.2 step 4)
+
+
+# ------------------------------------------------------------------ pacing
+
+
+class _FixedRate(NewReno):
+    """A controller that only paces: a window far above the path's, a fixed pacing rate."""
+
+    name = "fixed-rate-test"
+    RATE = 10e6 / 8  # bytes/s
+
+    def __init__(self, mss, now=0.0):
+        super().__init__(mss, now)
+        self.cwnd = 1 << 30
+        self.pacing_rate = self.RATE
+
+    def on_ack(self, ack):
+        pass
+
+
+def test_pacing_spreads_sends_at_the_controllers_rate_in_1_ms_bursts():
+    """A controller's pacing_rate is what leaves: over a 1 Gbit/s path a 10 Mbit/s pacing rate
+    gives 10 Mbit/s on the wire (headers included), in super-segments of tcp_tso_autosize's
+    size (2 segments at this rate: rate >> 10 is below the 2-segment minimum), released one
+    burst-time apart rather than in window-sized bursts."""
+    src = PatternSource(2_000_000, seed=4)
+    conn = Connection(LOCAL, REMOTE, _FixedRate(1448), src, iss=9, time_wait=0.5)
+    res = run(conn, fwd=Link(delay=0.005, rate=1e9, name="fwd"), rev=Link(delay=0.005, name="rev"))
+    assert_delivered(res, conn, src)
+    sends: dict[float, list] = {}
+    for t in res.trace:
+        if t[1] == "fwd" and t[5] > 0:
+            sends.setdefault(t[0], []).append(t[5])
+    times = sorted(sends)
+    bursts = [sum(sends[t]) for t in times]
+    assert max(bursts) <= 2 * conn.send_mss
+    wire = sum(b + len(sends[t]) * (40 + 12) for t, b in zip(times, bursts))
+    span = times[-1] - times[0]
+    last = bursts[-1] + len(sends[times[-1]]) * 52
+    assert (wire - last) / span == pytest.approx(_FixedRate.RATE, rel=0.01)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.99 * 2 * (1448 + 52) / _FixedRate.RATE
+
+
+def test_default_pacing_follows_cwnd_over_srtt():
+    """pacing=True without a controller rate: tcp_update_pacing_rate()'s 200% (first half of
+    slow start) or 120% of cwnd/srtt, recomputed as the window changes."""
+    conn, src = make(3_000_000, cc="cubic", pacing=True)
+    rates = []
+    transmit = conn.transmit
+
+    def spy(now):
+        cwnd, flight = int(conn.cc.cwnd), conn.flight_size
+        ratio = 2.0 if cwnd < conn.cc.ssthresh / 2 else 1.2
+        want = ratio * max(cwnd, flight) / conn.rtt.srtt if conn.rtt.srtt else None
+        out = transmit(now)
+        if want is not None and conn.state.value == "ESTABLISHED":
+            rates.append((conn.pacer.rate, want))
+        return out
+
+    conn.transmit = spy
+    res = run(conn)
+    assert_delivered(res, conn, src)
+    assert len(rates) > 100
+    assert all(r == pytest.approx(want, rel=1e-9) for r, want in rates)
+    assert {want > 0 for _, want in rates} == {True}

@@ -32,6 +32,7 @@ from .. import seq as wire
 from ..cc.api import AckSample, CongestionControl, CongestionEvent, UndoEvent
 from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
+from .pacing import Pacer, default_rate, pacing_in_slow_start
 from .prr import Prr
 from .rack import Rack
 from .rate import RateEstimator, RateSample
@@ -109,6 +110,7 @@ class Connection:
         rtt: RttEstimator | None = None,
         close_at_end: bool = True,
         loss_detection: str = "rack",
+        pacing: bool = False,
     ) -> None:
         if loss_detection not in LOSS_DETECTORS:
             raise ValueError(f"loss_detection must be one of {', '.join(LOSS_DETECTORS)}, not {loss_detection!r}")
@@ -191,6 +193,12 @@ class Connection:
         # retransmission, 2 while new data probes whether the timeout was genuine, 0 when off.
         self.frto = 0
         self.undos = 0
+        # Pacing (Linux's internal pacing, tcp_output.c): at the controller's pacing_rate when it
+        # sets one, else, with pacing=True, at tcp_update_pacing_rate()'s default. The pacer also
+        # sizes super-segments to ~1 ms of data (tcp_tso_autosize) so that paced sending is smooth.
+        self.pacing = pacing
+        self.pacer = Pacer(self.mss)
+        self._pacing_held = False  # transmit() stopped for the pacer: its release time is a deadline
         self.recovery = NewRenoRecovery()
         # SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937) sending; used when SACK was
         # negotiated, NewReno's `recovery` otherwise. `prr` is set while in recovery; `sndcnt`
@@ -291,6 +299,10 @@ class Connection:
             for t in (self.rto_deadline, self.reo_deadline, self.pto_deadline, self.persist_deadline, self.tw_deadline)
             if t is not None
         ]
+        if self._pacing_held:
+            release = self.pacer.next_send_time()
+            if release is not None:
+                times.append(release)
         return min(times) if times else None
 
     def abort(self, now: float) -> list[Transmission]:
@@ -972,6 +984,8 @@ class Connection:
         state = self.state
         if state is State.CLOSED:
             return out
+        self._pacing_held = False
+        self._update_pacing_rate()
         if self._grows and not self.fin_sent:
             self.data_end = 1 + self.source.size
             if self.source.finished:
@@ -1022,6 +1036,29 @@ class Connection:
         self._arm_persist(now)
         return out
 
+    def _update_pacing_rate(self) -> None:
+        rate = self.cc.pacing_rate
+        if rate is None and self.pacing and self.state in _CAN_SEND | _FIN_SENT_STATES:
+            cwnd = int(self.cc.cwnd)
+            rate = default_rate(cwnd, self.rtt.srtt, pacing_in_slow_start(cwnd, self.cc.ssthresh),
+                                in_flight=self.flight_size)
+        if rate != self.pacer.rate:
+            self.pacer.set_rate(rate)
+
+    def _paced(self, now: float) -> bool:
+        """May a data segment leave now? If not, remember that the pacer's time is a deadline."""
+        if self.pacer.can_send(now):
+            return True
+        self._pacing_held = True
+        return False
+
+    def _on_sent(self, tx: Transmission, now: float) -> None:
+        """Book a data transmission with the pacer: payload plus one set of headers per wire
+        segment (what the fq qdisc would count)."""
+        if self.pacer.rate is not None:
+            segs = -(-tx.length // self.send_mss) if tx.length else 1
+            self.pacer.on_send(now, tx.length + segs * (IPV4_TCP_HEADERS + len(tx.options)))
+
     def _send_probe(self, out: list[Transmission], now: float) -> None:
         """RFC 8985 §7.3: the PTO fired. Send one segment of new data if the peer's window has
         room for it (cwnd does not count here), else resend the last segment; then the RTO, not
@@ -1058,9 +1095,10 @@ class Connection:
                 break
             limit = max(mss, min(max_payload, budget - budget % mss))
             ns = self.scoreboard.next_seg(limit, rule3=rule3)
-            if ns is None or ns.rule == 2:
+            if ns is None or ns.rule == 2 or not self._paced(now):
                 break
             tx = self._retransmit(ns.start, ns.end - ns.start, now)
+            self._on_sent(tx, now)
             out.append(tx)
             if self.prr is not None:
                 sent = max(tx.length, 1)
@@ -1074,10 +1112,15 @@ class Connection:
         return min(by_cwnd, by_rwnd)
 
     def _max_payload(self) -> int:
-        """The largest GSO super-segment: whole segments, within the IPv4 length field."""
+        """The largest GSO super-segment: whole segments, within the IPv4 length field, and
+        when paced about 1 ms of data at the pacing rate (the pacer's tcp_tso_autosize)."""
         opt = TS_OPTION_LEN if self.ts_ok else 0
         limit = min(self.gso_max, GSO_MAX_IP_LEN - IPV4_TCP_HEADERS - opt)
-        return max(self.send_mss, limit - limit % self.send_mss)
+        limit = max(self.send_mss, limit - limit % self.send_mss)
+        if self.pacer.rate is not None:
+            self.pacer.mss = self.send_mss
+            return self.pacer.burst_bytes(limit, self.rtt.min_rtt)
+        return limit
 
     def _send_new(self, out: list[Transmission], now: float) -> None:
         mss = self.send_mss
@@ -1098,7 +1141,10 @@ class Connection:
                         n = min(usable, remaining, mss)
                     else:
                         break
+            if not self._paced(now):
+                break
             last_new = self._new_data(n, now)
+            self._on_sent(last_new, now)
             out.append(last_new)
         if (
             self.close_at_end
@@ -1161,7 +1207,10 @@ class Connection:
             n = min(room, max_payload, max(0, self.data_end - start))
             if n < self.data_end - start:
                 n = max(n - n % self.send_mss, min(self.send_mss, self.data_end - start))
+            if not self._paced(now):
+                break
             tx = self._retransmit(start, n, now)
+            self._on_sent(tx, now)
             out.append(tx)
             self.rtx_next = start + tx.seg_len
             if tx.seg_len == 0:
@@ -1247,6 +1296,9 @@ class Connection:
             cwnd, ssthresh = self.cc.cwnd, self.cc.ssthresh
             if not (cwnd >= 1 and ssthresh >= 1):
                 raise ValueError(f"cwnd={cwnd!r} ssthresh={ssthresh!r} after {hook}")
+            rate = self.cc.pacing_rate
+            if rate is not None and not rate > 0:
+                raise ValueError(f"pacing_rate={rate!r} after {hook}")
         except Exception as exc:  # noqa: BLE001 - any plugin failure is contained here
             from ..cc.newreno import NewReno
 
