@@ -31,12 +31,12 @@ def delta(after, before):
     return {k: after[k] - before[k] for k in after}
 
 
-def transfer(lab, port, src, cc):
+def transfer(lab, port, src, cc, **engine):
     """Send `src` with the Python stack to a fresh sink; returns (SendResult, sink report)."""
     sink = SinkProcess(lab, port)
     try:
         with netns.enter(lab.ns_sender):
-            result = send((lab.receiver_ip, port), src, cc)
+            result = send((lab.receiver_ip, port), src, cc, **engine)
         return result, sink.report()
     finally:
         sink.close()
@@ -74,6 +74,16 @@ def test_file_source(lab, tmp_path):
         src.close()
     assert result.conn.error is None
     assert report["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_ecn_and_pacing_with_the_kernel_receiver(lab):
+    """The kernel (net.ipv4.tcp_ecn=2: accept when asked) agrees to ECN in its SYN-ACK; our
+    ECT(0) data, paced at Linux's default rate, passes the gate and arrives intact."""
+    src = PatternSource(16 << 20, seed=5)
+    result, report = transfer(lab, 5103, src, "cubic", ecn=True, pacing=True)
+    assert result.conn.error is None and result.conn.ecn_ok
+    assert result.conn.pacer.sends > 0
+    assert report["sha256"] == src.sha256()
 
 
 def test_kernel_tcp_on_the_same_interface_is_untouched(lab):

@@ -143,3 +143,69 @@ def test_keep_alive_and_range_over_our_engine(root):
     assert got[0][2] == (root / "big.bin").read_bytes()[1000:2000]
     assert got[0][1]["content-range"] == "bytes 1000-1999/1024004"
     assert got[1][2] == b"<h1>usertcp</h1>\n"
+
+
+class _Watched(Link):
+    """A link that records (ECN field as it leaves the queue, flags, payload length) per packet."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.wire = []
+
+    def send(self, seg, now, size=None):
+        ok = super().send(seg, now, size)
+        self.wire.append((seg.ecn, int(seg.flags), len(seg.payload)))
+        return ok
+
+
+def _ecn_fetch(root, client_ecn, server_ecn, ce_threshold):
+    """A 1 MB download from a server engine to a client engine over a 20 Mbit/s bottleneck that
+    marks CE above `ce_threshold` bytes of queue (DCTCP-style step marking)."""
+    req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    client = Connection(CLIENT, SERVER, load("newreno", mss=1448, now=0.0), BytesSource(req),
+                        iss=1000, time_wait=0.5, ecn=client_ecn)
+    got = bytearray()
+    receive = client.receive
+
+    def receive_and_read(seg, now):
+        receive(seg, now)
+        got.extend(client.read())
+
+    client.receive = receive_and_read
+
+    def factory(syn, now):
+        return HttpConnection.accept(syn, now, SERVER, CLIENT, load("newreno", mss=1448, now=now), root,
+                                     iss=7, ecn=server_ecn)
+
+    peer = AcceptingPeer(factory)
+    rev = _Watched(delay=0.005, rate=20e6, queue_bytes=1 << 20, ce_threshold=ce_threshold, name="rev")
+    wire = rev.wire
+    res = simulate(client, peer, Link(delay=0.005, name="fwd"), rev, until=60.0)
+    assert res.completed, res.reason
+    ((status, _, body),) = responses(bytes(got))
+    assert status == 200 and body == (root / "big.bin").read_bytes()
+    return client, peer.app.conn, rev, wire
+
+
+def test_ecn_marks_reduce_the_window_without_loss(root):
+    """RFC 3168 end to end between two engines: the handshake negotiates ECN, the server's new
+    data leaves ECT(0), the bottleneck marks CE instead of dropping, the client echoes ECE until
+    the server's CWR, and the server reduces its window once per window of marks, with no loss
+    and no retransmission."""
+    client, server, rev, wire = _ecn_fetch(root, True, True, ce_threshold=30_000)
+    assert client.ecn_ok and server.ecn_ok
+    data = [w for w in wire if w[2] > 0]
+    assert data and all(ecn in (2, 3) for ecn, _, _ in data)  # ECT(0), or CE once marked
+    assert rev.marked_ce > 0 and rev.dropped == 0
+    assert client.ce_received > 0
+    assert server.ecn_reductions >= 1 and server.bytes_retrans == 0
+    assert any(flags & int(Flags.CWR) for _, flags, n in wire if n > 0)
+    # At most one reduction per window: far fewer reductions than marked packets.
+    assert server.ecn_reductions < rev.marked_ce
+
+
+@pytest.mark.parametrize("client_ecn, server_ecn", [(False, True), (True, False)])
+def test_ecn_is_used_only_when_both_ends_agree(root, client_ecn, server_ecn):
+    client, server, rev, wire = _ecn_fetch(root, client_ecn, server_ecn, ce_threshold=30_000)
+    assert not client.ecn_ok and not server.ecn_ok
+    assert all(ecn == 0 for ecn, _, _ in wire) and rev.marked_ce == 0

@@ -154,7 +154,7 @@ def make_source(args):
     return PatternSource(args.bytes, seed=args.seed)
 
 
-def run_send(remote, source, cc: str, ns: str | None, *, quiet: bool = False, sport: int = 0):
+def run_send(remote, source, cc: str, ns: str | None, *, quiet: bool = False, sport: int = 0, **engine):
     """Send with a progress bar, in namespace `ns`; returns the SendResult."""
     import netns
 
@@ -163,13 +163,13 @@ def run_send(remote, source, cc: str, ns: str | None, *, quiet: bool = False, sp
 
     def go():
         if quiet:
-            return send(remote, source, cc, sport=sport, netns=ns)
+            return send(remote, source, cc, sport=sport, netns=ns, **engine)
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         with Progress(TextColumn("[bold]usertcp[/bold] {task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), transient=False) as progress:
             task = progress.add_task(f"{cc} → {remote[0]}:{remote[1]}", total=source.size)
-            result = send(remote, source, cc, sport=sport, netns=ns,
+            result = send(remote, source, cc, sport=sport, netns=ns, **engine,
                           on_tick=lambda conn: progress.update(task, completed=conn.delivered))
             progress.update(task, completed=result.conn.delivered)
             return result
@@ -196,6 +196,9 @@ def send_summary(result) -> dict:
         "srtt_ms": round(st["srtt"] * 1e3, 3) if st["srtt"] else None,
         "min_rtt_ms": round(st["min_rtt"] * 1e3, 3) if st["min_rtt"] else None,
         "sendq_peak_bytes": st["sendq_peak_bytes"],
+        "ecn": st["ecn"],
+        "tlp_probes": st["tlp_probes"],
+        "undos": st["undos"],
         "error": conn.error,
         "gate_drops_seen_by_sender": result.send_errors,
     }
@@ -211,7 +214,8 @@ def cmd_send(args) -> int:
         raise UserError(str(exc)) from None
     ns = _namespace(args, "snd")
     source = make_source(args)
-    result = run_send(args.remote, source, args.cc, ns, quiet=args.quiet or args.json, sport=args.sport)
+    result = run_send(args.remote, source, args.cc, ns, quiet=args.quiet or args.json, sport=args.sport,
+                      ecn=args.ecn, pacing=args.pacing)
     summary = send_summary(result)
     if args.json:
         print(json.dumps(summary))
@@ -261,7 +265,7 @@ def cmd_serve(args) -> int:
     def go() -> int:
         try:
             server = Server(args.root, args.port, ip=args.bind, cc=args.cc, netns=ns,
-                            idle_timeout=args.idle_timeout)
+                            idle_timeout=args.idle_timeout, ecn=args.ecn, pacing=args.pacing)
         except (ServeError, GateError) as exc:
             raise UserError(str(exc)) from None
         with server:
@@ -334,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="pattern seed (with --bytes)")
     s.add_argument("--cc", default="cubic", help="congestion control: a name (`usertcp cc list`) or path/to/plugin.py[:Class]")
     s.add_argument("--sport", type=int, default=0, help="local port (default: any free one)")
+    s.add_argument("--ecn", action="store_true", help="request ECN (RFC 3168) in the handshake")
+    s.add_argument("--pacing", action="store_true",
+                   help="pace at Linux's default rate when the controller sets none (tcp_update_pacing_rate)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     _ns_args(s, "snd")
@@ -350,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--root", required=True, help="directory to serve (GET/HEAD, Range, keep-alive)")
     v.add_argument("--bind", help="address to serve on (default: the namespace's only IPv4 address)")
     v.add_argument("--cc", default="cubic", help="congestion control for every connection")
+    v.add_argument("--ecn", action="store_true", help="accept ECN (RFC 3168) when a client asks for it")
+    v.add_argument("--pacing", action="store_true", help="pace at Linux's default rate (tcp_update_pacing_rate)")
     v.add_argument("--idle-timeout", type=float, default=60.0, help="close keep-alive connections idle this long (s)")
     v.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until interrupted)")
     v.add_argument("--quiet", action="store_true", help="no periodic status lines")

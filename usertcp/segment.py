@@ -111,6 +111,7 @@ class Segment:
     window: int  # raw 16-bit field; scaling is the connection's business
     options: Options = field(default_factory=Options)
     payload: bytes | memoryview = b""
+    ecn: int = 0  # the IP header's ECN field (RFC 3168 §5): 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE
 
     @property
     def seg_len(self) -> int:
@@ -136,6 +137,7 @@ class Transmission:
     length: int = 0
     gso_size: int = 0
     retransmit: bool = False
+    ecn: int = 0  # ECN field for the IP header: ECT(0) = 2 on new data of an ECN connection
 
     @property
     def seg_len(self) -> int:

@@ -92,6 +92,8 @@ def send(
     time_wait: float = 1.0,
     syn_retries: int = 2,
     gso_max: int = 65536,
+    ecn: bool = False,
+    pacing: bool = False,
 ) -> SendResult:
     """Run one transfer to completion (or error) and return what happened."""
     try:
@@ -117,7 +119,7 @@ def send(
         maps.register(local, remote, dp.cookie, iss)
         now = time.monotonic()
         conn = Connection(local, remote, cc_obj, source, iss=iss, now=now, time_wait=time_wait,
-                          syn_retries=syn_retries, gso_max=gso_max)
+                          syn_retries=syn_retries, gso_max=gso_max, ecn=ecn, pacing=pacing)
         loop = EventLoop(dp)
         flow = loop.add(conn, FrameBuilder(path.src_mac, path.dst_mac, local, remote))
         result = SendResult(conn, started=now)

@@ -85,7 +85,7 @@ class Server:
 
     def __init__(self, root: str | os.PathLike, port: int, *, ip: str | None = None, cc: str = "cubic",
                  netns: str | None = None, idle_timeout: float = 60.0, time_wait: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 ecn: bool = False, pacing: bool = False, clock: Callable[[], float] = time.monotonic):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise ServeError(f"--root {root!r} is not a directory")
@@ -95,6 +95,7 @@ class Server:
             raise ServeError(str(exc)) from exc
         self.root, self.cc = root, cc
         self.idle_timeout, self.time_wait = idle_timeout, time_wait
+        self.engine = {"ecn": ecn, "pacing": pacing}
         self.clock = clock
         self.ip, self.ifname = local_address(ip)
         self.netns = netns if netns is not None else current_netns()
@@ -137,7 +138,7 @@ class Server:
             return
         cc = registry.load(self.cc, mss=path_mss(), now=now)
         app = HttpConnection.accept(seg, now, self.local, remote, cc, self.root, iss=secrets.randbits(32),
-                                    idle_timeout=self.idle_timeout, time_wait=self.time_wait)
+                                    idle_timeout=self.idle_timeout, time_wait=self.time_wait, **self.engine)
         self.loop.add(app.conn, FrameBuilder(path.src_mac, path.dst_mac, self.local, remote), app=app)
         self.stats.accepted += 1
 

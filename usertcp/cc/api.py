@@ -48,13 +48,13 @@ Widening the API without breaking v1 plugins
 Later versions add, never change: new hooks get a default in this base class that does what v1
 implied (usually nothing), and new measurements become fields with defaults at the end of
 `AckSample`/`CongestionEvent` (the engine always builds them by keyword). Version 2 added
-`AckSample.rate`, the delivery-rate sample in the manner of Linux's ``struct rate_sample``; the
-engine calls ``on_ack`` after it has run loss detection for the ACK, as Linux calls
-tcp_cong_control() after tcp_fastretrans_alert(), so an ACK that starts a recovery reaches
-``on_congestion_event`` and not ``on_ack``. Planned: a ``cong_control``-style hook that sees
-every ACK, in recovery too, for algorithms such as BBR; ECN (``CongestionEvent.cause == "ecn"`` and
-a CE-count hook like ``in_ack_event``/``cwnd_event(CA_EVENT_ECN_IS_CE)``); spurious-loss undo
-(``undo_cwnd``, RFC 9438 §4.9); a transmit-start-after-idle event (``CA_EVENT_TX_START``).
+`AckSample.rate`, the delivery-rate sample in the manner of Linux's ``struct rate_sample``;
+`AckSample.ece` and ``CongestionEvent.cause == "ecn"`` (RFC 3168); `on_undo` with `UndoEvent`
+(Linux ``undo_cwnd``); and the engine calls ``on_ack`` after it has run loss detection for the
+ACK, as Linux calls tcp_cong_control() after tcp_fastretrans_alert(), so an ACK that starts a
+recovery reaches ``on_congestion_event`` and not ``on_ack``. Planned: a ``cong_control``-style
+hook that sees every ACK, in recovery too, for algorithms such as BBR, and a
+transmit-start-after-idle event (``CA_EVENT_TX_START``).
 `CongestionControl.api_version` says which version a plugin was written against.
 """
 
@@ -112,6 +112,10 @@ class AckSample:
     """This ACK's delivery-rate sample (Linux ``struct rate_sample``; see
     `usertcp.engine.rate.RateSample` for every field): what BBR-style controllers need. Added
     in API version 2; None only from engines older than that."""
+    ece: bool = False
+    """The ACK carried ECE (RFC 3168 §6.1.3): the receiver saw a CE mark. A controller that
+    counts marks per byte acknowledged (DCTCP, RFC 8257 §3.3) reads it here; the window
+    reduction itself arrives once per window as ``on_congestion_event(cause="ecn")``. API 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,8 @@ class CongestionEvent:
     """``"dupack"``: loss detected while sending (fast retransmit, RFC 5681 §3.2; with SACK, by
     RACK or DupThresh) and recovery starts. ``"tlp"``: a tail loss probe turned out to have
     repaired a loss (RFC 8985 §7.4.1); nothing is resent and `on_recovery_exit` follows at once,
-    so the window is reduced in one step. Later versions add ``"ecn"``."""
+    so the window is reduced in one step. ``"ecn"``: an ACK carried ECE (RFC 3168 §6.1.2), at
+    most once per window; `on_recovery_exit` follows at once, and the reduction is never undone."""
 
 
 @dataclass(frozen=True, slots=True)

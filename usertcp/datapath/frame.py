@@ -91,8 +91,9 @@ class FrameBuilder:
         ip_id = self.ip_id
         # A GSO packet's segments take consecutive IDs from this one (inet_gso_segment).
         self.ip_id = (ip_id + (-(-tx.length // tx.gso_size) if gso else 1)) & 0xFFFF
-        csum = (~_fold(self._ip_const + total_ip + ip_id)) & 0xFFFF
-        _IP.pack_into(buf, o, 0x45, 0, total_ip, ip_id, 0x4000, self.ttl, IPPROTO_TCP, csum, self.saddr, self.daddr)
+        ecn = tx.ecn  # the TOS byte's low two bits (RFC 3168 §5); DSCP stays 0
+        csum = (~_fold(self._ip_const + ecn + total_ip + ip_id)) & 0xFFFF
+        _IP.pack_into(buf, o, 0x45, ecn, total_ip, ip_id, 0x4000, self.ttl, IPPROTO_TCP, csum, self.saddr, self.daddr)
         o += IP_HLEN
         seed = _fold(self._pseudo_const + tcp_len + tx.length)
         _TCP.pack_into(
@@ -146,6 +147,7 @@ def parse_frame(buf: bytes | bytearray | memoryview, offset: int = 0, length: in
         window=window,
         options=opts,
         payload=memoryview(buf)[th + doff : ip_end] if ip_end > th + doff else b"",
+        ecn=buf[ip + 1] & 3,
     )
     saddr = bytes(buf[ip + 12 : ip + 16])
     daddr = bytes(buf[ip + 16 : ip + 20])

@@ -111,6 +111,7 @@ class Connection:
         close_at_end: bool = True,
         loss_detection: str = "rack",
         pacing: bool = False,
+        ecn: bool = False,
     ) -> None:
         if loss_detection not in LOSS_DETECTORS:
             raise ValueError(f"loss_detection must be one of {', '.join(LOSS_DETECTORS)}, not {loss_detection!r}")
@@ -122,7 +123,7 @@ class Connection:
         self.mss = mss  # the MSS we announce (our MTU - 40)
         self.rcv_wscale = wscale
         self.rcv_wnd = rcv_wnd
-        self.want_sack, self.want_ts = sack, timestamps
+        self.want_sack, self.want_ts, self.want_ecn = sack, timestamps, ecn
         self.gso_max = gso_max
         self.time_wait = time_wait
         self.syn_retries, self.max_retries = syn_retries, max_retries
@@ -154,6 +155,15 @@ class Connection:
         self.sack_ok = False
         self.ts_ok = False
         self.wscale_ok = False
+        # ECN (RFC 3168): negotiated in the handshake (§6.1.1). As a sender: ECT(0) on new data,
+        # ECE on an ACK starts one window reduction per window (`ecn_recover`), CWR on the next
+        # new data. As a receiver: CE on data makes every ACK carry ECE until CWR arrives.
+        self.ecn_ok = False
+        self.ecn_recover = 0
+        self._cwr_pending = False
+        self._ece_echo = False
+        self.ecn_reductions = 0
+        self.ce_received = 0
         self.ts_recent = 0
         self.ts_recent_time = now  # when TS.Recent was last set (RFC 7323 §5.5)
         self.last_ack_sent = 0
@@ -325,6 +335,8 @@ class Connection:
             "tlp_probes": self.tlp_probes,
             "tlp_recoveries": self.tlp_recoveries,
             "undos": self.undos,
+            "ecn": self.ecn_ok,
+            "ecn_reductions": self.ecn_reductions,
             "loss_detection": self.loss_detection if self.sack_ok else "newreno",
             "cwnd": self.cwnd,
             "ssthresh": self.cc.ssthresh,
@@ -387,6 +399,14 @@ class Connection:
             # answered (with a challenge ACK), not acted on: it may be forged.
             self._oow_ack(now)
             return
+        if self.ecn_ok and (seg.payload or flags & Flags.FIN):
+            # RFC 3168 §6.1.3: CWR ends our echo; CE (on this very segment too) starts it.
+            if flags & Flags.CWR:
+                self._ece_echo = False
+            if seg.ecn == 3:
+                self.ce_received += 1
+                self._ece_echo = True
+                self.ack_pending = True
         window = seg.window << self.snd_wscale
         window_changed = window != self.snd_wnd
         self._update_window(seq_rel, ack_rel, window)
@@ -430,6 +450,8 @@ class Connection:
             self.rate_sample = self.rate.generate(
                 now, self.scoreboard.lost_total, prior_in_flight=prior_in_flight, min_rtt=self.rtt.min_rtt
             )
+        if self.ecn_ok and flags & Flags.ECE and self._ecn_reduce(now):
+            acked_for_cc = None  # the reducing ACK grows nothing (Linux: CWR state, no cong_avoid)
         if acked_for_cc is not None and self.prr is None and self.state is not State.CLOSED:
             # Window growth comes last and only outside recovery (Linux's tcp_cong_control():
             # cong_avoid in the Open state, PRR's reduction while recovering).
@@ -445,6 +467,7 @@ class Connection:
                     mss=self.send_mss,
                     app_limited=self._app_limited(),
                     rate=self.rate_sample,
+                    ece=bool(flags & Flags.ECE),
                 ),
             )
         self._receive_data(seg, seq_rel, now)
@@ -498,6 +521,9 @@ class Connection:
             self.snd_wscale = self.rcv_wscale = 0
         self.sack_ok = self.want_sack and opts.sack_permitted
         self.ts_ok = self.want_ts and opts.ts is not None
+        # RFC 3168 §6.1.1: an "ECN-setup SYN" has ECE and CWR, an "ECN-setup SYN-ACK" ECE only.
+        ece_cwr = syn.flags & (Flags.ECE | Flags.CWR)
+        self.ecn_ok = self.want_ecn and ece_cwr == (Flags.ECE if syn.flags & Flags.ACK else Flags.ECE | Flags.CWR)
         if self.ts_ok:
             self.ts_recent = opts.ts[0]
         self.max_snd_wnd = syn.window
@@ -684,7 +710,8 @@ class Connection:
             self._cc_call("on_recovery_exit", now, self.flight_size)
 
     def _congestion_event(self, now: float, cause: str) -> None:
-        self._start_undo_episode()
+        if cause != "ecn":  # a CE mark is not a loss guess that could turn out spurious
+            self._start_undo_episode()
         self._cc_call(
             "on_congestion_event",
             CongestionEvent(now=now, bytes_in_flight=self.flight_size, mss=self.send_mss, cause=cause),
@@ -731,6 +758,27 @@ class Connection:
             # it already but an earlier send of it (a window probe) is still counted as out.
             sb.mark_lost(self.snd_una)
         self._enter_sack_recovery(now, delivered)
+
+    def _ecn_reduce(self, now: float) -> bool:
+        """RFC 3168 §6.1.2: ECE asks for the response to a loss, once per window of data and not
+        on top of a loss recovery; the controller picks ssthresh (``cause="ecn"``, which DCTCP
+        answers with its alpha, RFC 8257 §3.3), the window drops to it at once, and the next new
+        data carries CWR. Returns whether the window was reduced."""
+        if (
+            self.snd_una <= self.ecn_recover
+            or self.prr is not None
+            or self.in_loss
+            or self.recovery.in_recovery
+            or self.rtx_next is not None
+            or self.state is State.CLOSED
+        ):
+            return False
+        self._congestion_event(now, "ecn")
+        self._cc_call("on_recovery_exit", now, self.flight_size)
+        self.ecn_recover = self.snd_nxt
+        self._cwr_pending = True
+        self.ecn_reductions += 1
+        return True
 
     def _start_undo_episode(self) -> None:
         """Remember the window before a reduction (Linux tcp_init_undo and prior_ssthresh =
@@ -1170,6 +1218,11 @@ class Connection:
             self.prr.on_sent(n)
         start = self.snd_nxt
         tx = self._segment(start, Flags.ACK | Flags.PSH, now, length=n)
+        if self.ecn_ok and self.snd_wnd > 0:  # RFC 3168 §6.1.5/6.1.6: not on probes or resends
+            tx.ecn = 2
+            if self._cwr_pending:
+                tx.flags |= Flags.CWR  # §6.1.2: the first new data after a reduction
+                self._cwr_pending = False
         self.scoreboard.send(start, start + n, now, rate=self.rate.on_send(now, start - self.snd_una, size=n))
         self.snd_nxt += n
         self.bytes_sent += n
@@ -1252,6 +1305,8 @@ class Connection:
                 ts=(ts, self.ts_recent) if self.ts_ok else None,
             )
             seq, ack, flags = self.iss, (self.irs + 1) & MASK, Flags.SYN | Flags.ACK
+            if self.ecn_ok:
+                flags |= Flags.ECE
         else:
             opts = Options(
                 mss=self.mss,
@@ -1260,6 +1315,8 @@ class Connection:
                 ts=(ts, 0) if self.want_ts else None,
             )
             seq, ack, flags = self.iss, 0, Flags.SYN
+            if self.want_ecn:
+                flags |= Flags.ECE | Flags.CWR
         self.segments_out += 1
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         return Transmission(seq=seq, ack=ack, flags=flags, window=min(self.rcv_wnd, 65535), options=opts.encode())
@@ -1273,6 +1330,8 @@ class Connection:
         else:
             options = b""
         self.segments_out += 1
+        if self._ece_echo:
+            flags |= Flags.ECE
         return Transmission(
             seq=(self.iss + start) & MASK,
             ack=(self.irs + self.rcv_nxt) & MASK,

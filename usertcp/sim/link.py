@@ -74,7 +74,7 @@ def segments_from(tx: Transmission, sport: int, dport: int) -> list[Segment]:
     n = tx.length
     mss = tx.gso_size
     if n == 0 or mss <= 0 or n <= mss:
-        return [Segment(sport, dport, tx.seq, tx.ack, tx.flags, tx.window, opts, tx.payload())]
+        return [Segment(sport, dport, tx.seq, tx.ack, tx.flags, tx.window, opts, tx.payload(), tx.ecn)]
     view = memoryview(tx.payload())
     if len(view) != n:
         raise ValueError(f"source returned {len(view)} bytes for a {n}-byte transmission")
@@ -88,7 +88,7 @@ def segments_from(tx: Transmission, sport: int, dport: int) -> list[Segment]:
     last_off = ((n - 1) // mss) * mss
     for off in range(0, n, mss):
         f = first if off == 0 else (last if off == last_off else middle)
-        append(Segment(sport, dport, (seq + off) & _MASK, ack, f, window, opts, view[off : off + mss]))
+        append(Segment(sport, dport, (seq + off) & _MASK, ack, f, window, opts, view[off : off + mss], tx.ecn))
     return out
 
 
@@ -109,12 +109,16 @@ class Link:
       entering the link from 0 (queue drops included).
     - `extra_delay`: optional `f(index, segment) -> seconds` added to one packet's delay, to make
       jitter or reordering (arrivals then leave FIFO order; they are delivered by time).
+    - `ce_threshold`: ECN marking (RFC 3168 §5) as DCTCP's step AQM does (RFC 8257 §3.1): an
+      ECN-capable packet (ECT(0) or ECT(1)) that finds more than this many bytes waiting at the
+      bottleneck is marked CE instead of being queued unmarked; None marks nothing. Drop-tail
+      still applies when the queue is full.
     - `duplicate`: probability that a delivered packet arrives twice (the copy DUP_GAP after the
       original, as a link-layer retransmission whose ACK was lost would produce), drawn from its
       own generator so that adding duplication does not change which packets are lost.
 
     Counters (bytes are wire bytes): `packets_in`, `bytes_in`, `delivered`, `bytes_delivered`,
-    `dropped_queue`, `dropped_loss`, `duplicated`, `max_backlog`.
+    `dropped_queue`, `dropped_loss`, `duplicated`, `marked_ce`, `max_backlog`.
     """
 
     __slots__ = (
@@ -122,6 +126,7 @@ class Link:
         "_busy_until", "_backlog", "_backlog_bytes", "_flight", "_n",
         "packets_in", "bytes_in", "delivered", "bytes_delivered",
         "dropped_queue", "dropped_loss", "max_backlog", "_dup_p", "_dup_rng", "duplicated",
+        "ce_threshold", "marked_ce",
     )
 
     def __init__(
@@ -134,6 +139,7 @@ class Link:
         extra_delay: Callable[[int, Segment], float] | None = None,
         name: str = "link",
         duplicate: float = 0.0,
+        ce_threshold: int | None = None,
     ):
         if delay < 0:
             raise ValueError("delay must be >= 0")
@@ -156,6 +162,8 @@ class Link:
         self._dup_p = float(duplicate)
         self._dup_rng = random.Random(seed ^ 0x5EED_D0B1) if duplicate > 0 else None
         self.duplicated = 0
+        self.ce_threshold = ce_threshold
+        self.marked_ce = 0
         self._busy_until = 0.0
         self._backlog: deque[tuple[float, int]] = deque()  # (serialisation end, size)
         self._backlog_bytes = 0
@@ -195,6 +203,9 @@ class Link:
             if qlimit is not None and self._backlog_bytes + size > qlimit:
                 self.dropped_queue += 1
                 return False
+            if self.ce_threshold is not None and seg.ecn in (1, 2) and self._backlog_bytes > self.ce_threshold:
+                seg.ecn = 3
+                self.marked_ce += 1
             start = self._busy_until if self._busy_until > now else now
             depart = start + size * 8 / rate
             self._busy_until = depart
@@ -256,6 +267,7 @@ class Link:
             "delivered": self.delivered,
             "bytes_delivered": self.bytes_delivered,
             "dropped_queue": self.dropped_queue,
+            "marked_ce": self.marked_ce,
             "dropped_loss": self.dropped_loss,
             "duplicated": self.duplicated,
             "max_backlog": self.max_backlog,
