@@ -26,16 +26,22 @@ congestion control react to is modelled on Linux's tcp_input.c / tcp_output.c:
 - closing: the peer's FIN is ACKed and, like the kernel sink that reads EOF and closes, the
   receiver sends its own FIN (LAST-ACK), retransmitted on a simple doubling RTO until ACKed.
 
-All sequence numbers in the buffers are kept as absolute byte offsets from IRS+1 ("abs") so that
-range arithmetic is plain integer arithmetic; conversion to and from 32-bit sequence numbers goes
-through `seq.add` / `seq.diff`.
+Reassembly, SACK/D-SACK, the advertised window and the ACK timing are `usertcp.engine.receive`'s
+(`ReceiveBuffer` with a `DelayedAck`), the same code the engine's own receive side uses; this
+module keeps what only the simulated peer needs: its passive open, timestamps/PAWS, the ACK
+field, its own FIN and the timer that retransmits it, the "application" (a hashing sink that
+reads at once, or not until `read()`), and counters for tests.
+
+The buffer's sequence space is absolute byte offsets from IRS+1 ("abs", 0 = the first data
+byte) so that range arithmetic is plain integer arithmetic; conversion to and from 32-bit
+sequence numbers goes through `seq.add` / `seq.diff`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 
+from ..engine.receive import ACK_FIN, DelayedAck, ReceiveBuffer
 from ..segment import Flags, Options, Segment
 from ..seq import add, diff, ge, gt, le, lt
 
@@ -51,10 +57,6 @@ _SYN, _ACK, _FIN, _RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Fla
 _F_ACK, _F_SYNACK, _F_FINACK = Flags.ACK, Flags.SYN | Flags.ACK, Flags.FIN | Flags.ACK
 _F_RST, _F_RSTACK = Flags.RST, Flags.RST | Flags.ACK
 _DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
-
-
-def _end_key(block: list) -> int:
-    return block[1]
 
 
 class Receiver:
@@ -143,54 +145,52 @@ class Receiver:
         self.snd_mss = _DEFAULT_MSS
         self.ts_recent = 0  # TS.Recent (RFC 7323 §4.3)
         self.last_ack_sent = 0  # Last.ACK.sent
-        # Estimate of the sender's segment size, as Linux's icsk_ack.rcv_mss: starts at 536 and
-        # grows to the largest segment seen (capped at our MSS).
-        self.rcv_mss = min(_DEFAULT_MSS, mss or _DEFAULT_MSS)
-
-        # Receive space in abs offsets (bytes since IRS+1).
         self._base = 0  # sequence number of abs 0 (IRS+1)
-        self._nxt = 0  # abs rcv_nxt for data (the FIN not counted)
-        self._wup = 0  # abs rcv_nxt when the last ACK was sent (Linux's rcv_wup)
-        self._adv = 0  # abs right edge of the last advertised window
-        self._wnd_adv = 0  # size of the last advertised window (Linux's rcv_wnd)
-        self._adv_max = 0  # abs: the furthest right edge ever advertised
-        self._wnd_max = 65535  # largest window the negotiated scale can express
-        self._ooo: list[list] = []  # sorted, disjoint, non-adjacent [start, end, bytearray]
-        self._ooo_bytes = 0
-        self._sack_recent: list[tuple[int, int]] = []  # ooo blocks, most recently reported first
-        self._dsack: tuple[int, int] | None = None  # D-SACK block (sequence numbers) for next ACK
-        self._fin_abs: int | None = None  # abs position of the peer's FIN once seen
-        self.unread = 0  # in-order bytes not yet read by the application (reading=False)
 
-        self._seen_data = False
-        self._quick = 0
-        self._ack_pending = False
-        self._delack_at: float | None = None
+        self._hash = hashlib.sha256()
+        self.data: bytearray | None = bytearray() if keep else None
+        # The receive side proper; replaced on the SYN, once the options are negotiated.
+        self._rb = self._receive_buffer()
+        self._sack_limit = 4
+
         self._rtx_at: float | None = None
         self._rto = 0.0
         self._retries = 0
         self._close_at: float | None = None
         self._out: list[Segment] = []
 
-        self._hash = hashlib.sha256()
-        self.bytes_received = 0
-        self.data: bytearray | None = bytearray() if keep else None
-
-        # Counters, for tests and reports.
+        # Counters, for tests and reports (more in the properties below, kept by the buffer).
         self.segments_received = 0
         self.acks_sent = 0
         self.dup_acks_sent = 0  # ACKs sent without new data acknowledged
-        self.dsacks_sent = 0
-        self.ooo_segments = 0
-        self.dup_bytes = 0
-        self.beyond_window_bytes = 0  # beyond any right edge we ever advertised: a sender bug
-        self.shrunk_window_bytes = 0  # allowed once, dropped after the window shrank
         self.paws_dropped = 0
         self.no_ts_dropped = 0
         self.ignored = 0
         self.synacks_sent = 0
         self.fins_sent = 0
         self.rsts_sent = 0
+
+    def _receive_buffer(self) -> ReceiveBuffer:
+        """The buffer for this connection's negotiated options, in abs offsets (0 = IRS+1).
+
+        The sink's application either reads everything at once (`reading`: the hash sees the
+        bytes as they come in order, nothing waits in the buffer) or not until `read()` (the
+        bytes wait, and the window closes)."""
+        if self.data is None:
+            on_data = self._hash.update  # a C method: no Python frame per delivery
+        else:
+            h, data = self._hash, self.data
+
+            def on_data(b, _update=h.update, _data=data):
+                _update(b)
+                _data.extend(b)
+
+        self._acks = DelayedAck(self.delack, self.quickack, self.mss)
+        return ReceiveBuffer(
+            0, self.rcv_buf, wscale=self.rcv_wscale, sack=self.sack_ok, dsack=self.dsack,
+            shrink_window=self.shrink_window, store=not self.reading, on_data=on_data,
+            acks=self._acks,
+        )
 
     # ------------------------------------------------------------------ public interface
 
@@ -208,13 +208,66 @@ class Receiver:
         return self._hash.hexdigest()
 
     @property
+    def reading(self) -> bool:
+        """The sink reads everything at once; False: nothing until `read()` (tests switch it)."""
+        return self._reading
+
+    @reading.setter
+    def reading(self, value: bool) -> None:
+        self._reading = value
+        rb = self.__dict__.get("_rb")
+        if rb is not None:
+            rb.store = not value  # bytes already waiting stay until read()
+
+    @property
+    def bytes_received(self) -> int:
+        """In-order bytes received (read by the sink or not)."""
+        return self._rb.delivered
+
+    @property
+    def unread(self) -> int:
+        """In-order bytes not yet read by the application (reading=False)."""
+        return self._rb.unread
+
+    @property
+    def rcv_mss(self) -> int:
+        """Estimate of the sender's segment size (Linux's icsk_ack.rcv_mss)."""
+        return self._rb.acks.rcv_mss
+
+    @property
     def ooo_bytes(self) -> int:
-        return self._ooo_bytes
+        return self._rb.ooo_bytes
+
+    @property
+    def ooo_segments(self) -> int:
+        return self._rb.ooo_segments
+
+    @property
+    def dup_bytes(self) -> int:
+        return self._rb.dup_bytes
+
+    @property
+    def dsacks_sent(self) -> int:
+        return self._rb.dsacks_sent
+
+    @property
+    def beyond_window_bytes(self) -> int:
+        """Bytes beyond any right edge we ever advertised: a sender bug."""
+        return self._rb.beyond_window_bytes
+
+    @property
+    def shrunk_window_bytes(self) -> int:
+        """Bytes allowed once, dropped after the window shrank."""
+        return self._rb.shrunk_window_bytes
+
+    @property
+    def _adv_max(self) -> int:
+        return self._rb.adv_max  # abs: the furthest right edge ever advertised
 
     def sack_blocks(self) -> list[tuple[int, int]]:
         """Out-of-order blocks held, as sequence-number pairs, lowest first."""
         b = self._base
-        return [(add(b, s), add(b, e)) for s, e, _ in self._ooo]
+        return [(add(b, s), add(b, e)) for s, e in self._rb.ooo_ranges()]
 
     def transmit(self, now: float) -> list[Segment]:
         out = self._out
@@ -223,17 +276,15 @@ class Receiver:
         return out
 
     def deadline(self) -> float | None:
-        d = self._delack_at
+        d = self._acks.deadline
         for t in (self._rtx_at, self._close_at):
             if t is not None and (d is None or t < d):
                 d = t
         return d
 
     def on_timer(self, now: float) -> None:
-        if self._delack_at is not None and now >= self._delack_at:
-            self._delack_at = None
-            if self.state in (ESTABLISHED, CLOSE_WAIT):
-                self._send_ack(now)
+        if self._rb.ack_due(now) and self.state in (ESTABLISHED, CLOSE_WAIT):
+            self._send_ack(now)
         if self._close_at is not None and now >= self._close_at:
             self._close_at = None
             if self.state == CLOSE_WAIT:
@@ -247,14 +298,11 @@ class Receiver:
         Reading opens the window; like Linux's tcp_cleanup_rbuf() a window update is sent when
         the window would at least double and grow by a segment. Reading EOF starts the close.
         """
-        take = self.unread if n is None else min(n, self.unread)
-        self.unread -= take
-        if self.state in (ESTABLISHED, CLOSE_WAIT) and take:
-            remaining = self._adv - self._nxt
-            free = min(self._free(), self._wnd_max)
-            if free >= 2 * remaining and free - remaining >= self._sws_threshold():
-                self._send_ack(now)
-        if self.state == CLOSE_WAIT and self.unread == 0 and self._close_at is None:
+        rb = self._rb
+        take = rb.discard(n)
+        if self.state in (ESTABLISHED, CLOSE_WAIT) and take and rb.window_update_due():
+            self._send_ack(now)
+        if self.state == CLOSE_WAIT and rb.unread == 0 and self._close_at is None:
             self._schedule_close(now)
         return take
 
@@ -291,29 +339,19 @@ class Receiver:
                 self._send_ack(now)
                 return
 
-        # RFC 9293 §3.10.7.4, first check: is the segment acceptable?
-        plen = len(seg.payload)
-        slen = plen + (1 if flags & _FIN else 0)
+        # RFC 9293 §3.10.7.4, first check: is the segment acceptable? (In abs offsets.)
+        rb = self._rb
+        fin = flags & _FIN
+        slen = len(seg.payload) + (1 if fin else 0)
         off = diff(seg.seq, self.rcv_nxt)
-        wnd = self._adv - self._nxt - (1 if self.got_fin else 0)
-        if wnd < 0:
-            wnd = 0
-        if slen == 0:
-            ok = 0 <= off <= wnd
-        else:
-            ok = off < wnd and off + slen > 0
-        if not ok:
+        rel = rb.rcv_nxt + off
+        if not rb.acceptable(rel, slen):
             if flags & _RST:
                 return
-            if slen and off + slen <= 0:
-                # Entirely old: a retransmission of data we have (RFC 2883 §4 D-SACK), and
-                # Linux re-enters quick-ACK mode (tcp_data_queue, "A retransmit").
-                self.dup_bytes += plen
-                if self.dsack and self.sack_ok:
-                    self._dsack = (seg.seq, add(seg.seq, slen))
-                self._enter_quickack()
-            elif slen and off >= wnd:
-                self._count_beyond(self._nxt + off, self._nxt + off + plen)
+            if slen:
+                # Entirely old: a retransmission of data we have, D-SACKed (RFC 2883 §4), and
+                # Linux re-enters quick-ACK mode; or right of the window: counted, dropped.
+                rb.segment(rel, seg.payload, fin, now)
             self._send_ack(now)
             return
 
@@ -355,10 +393,14 @@ class Receiver:
             self.ts_recent = ts[0]
 
         if slen:
-            if state == ESTABLISHED:
-                self._data(seg, off, now)
-            else:
-                self._send_ack(now)  # nothing new can follow the FIN
+            # In CLOSE-WAIT and LAST-ACK nothing new can follow the FIN: the buffer answers
+            # "ACK now" without taking anything.
+            verdict = rb.segment(rel, seg.payload, fin, now)
+            self.rcv_nxt = add(self._base, rb.rcv_nxt)
+            if verdict == ACK_FIN:
+                self._consume_fin(now)
+            elif verdict:
+                self._send_ack(now)
 
     # ------------------------------------------------------------------ connection setup
 
@@ -385,7 +427,8 @@ class Receiver:
         self.ws_ok = self.wscale is not None and o.wscale is not None  # RFC 7323 §2.2
         if self.ws_ok:
             self.rcv_wscale, self.snd_wscale = self.wscale, o.wscale
-        self._wnd_max = 65535 << self.rcv_wscale
+        self._sack_limit = 3 if self.ts_ok else 4  # 40 option bytes: 12 for TS, 4 + 8n for SACK
+        self._rb = self._receive_buffer()
         self.snd_wnd = seg.window  # never scaled on a SYN
         self.state = SYN_RECEIVED
         self._rto = self.synack_rto
@@ -400,171 +443,23 @@ class Receiver:
         o.sack_permitted = self.sack_ok
         if self.ws_ok:
             o.wscale = self.rcv_wscale
-        # RFC 7323 §2.2: the window in a SYN or SYN-ACK is never scaled.
-        window = min(self._free(), 65535)
-        self._adv = self._adv_max = self._nxt + window
-        self._wnd_adv = window
+        window = self._rb.initial_window()  # RFC 7323 §2.2: never scaled on a SYN-ACK
         self.last_ack_sent = self.rcv_nxt
         self.snd_nxt = add(self.iss, 1)
         self._out.append(Segment(self.port, self.peer_port, self.iss, self.rcv_nxt, _F_SYNACK, window, o))
         self.synacks_sent += 1
 
-    # ------------------------------------------------------------------ data
-
-    def _data(self, seg: Segment, off: int, now: float) -> None:
-        payload = seg.payload
-        plen = len(payload)
-        s = self._nxt + off
-        e = s + plen
-        fin = bool(int(seg.flags) & _FIN)
-        if e > self._adv:
-            # Data beyond the window: trim it (and any FIN after it) and count it, so tests see
-            # a sender that ignores the window.
-            cut = e - self._adv
-            self._count_beyond(self._adv, e)
-            payload = payload[: plen - cut]
-            e = self._adv
-            fin = False
-        if plen:
-            self._seen_data_segment(plen)
-        self._ack_pending = True
-        immediate = False
-        had_ooo = bool(self._ooo)
-        if s < self._nxt:
-            # Partly old: D-SACK the duplicate part (RFC 2883 §4.1), keep the new part.
-            d = min(e, self._nxt)
-            self.dup_bytes += d - s
-            if self.dsack and self.sack_ok:
-                self._dsack = (add(self._base, s), add(self._base, d))
-            payload = payload[self._nxt - s :]
-            s = self._nxt
-            self._enter_quickack()
-            immediate = True
-        if e > s:
-            if s == self._nxt:
-                self._deliver(payload)
-                self._nxt = e
-                if self._ooo:
-                    self._drain_ooo()
-            else:
-                self.ooo_segments += 1
-                self._ooo_insert(s, e, payload)
-        if fin and self._fin_abs is None:
-            self._fin_abs = e
-        self.rcv_nxt = add(self._base, self._nxt)
-
-        if self._fin_abs is not None and self._fin_abs == self._nxt:
-            self._consume_fin(now)
-            return
-        if immediate or self._ooo or had_ooo:
-            # Out-of-order data queued, or a hole just filled: ACK at once (RFC 5681 §4.2,
-            # Linux __tcp_ack_snd_check "we have out of order data").
-            self._send_ack(now)
-        elif self._quick > 0 or (
-            self._nxt - self._wup > self.rcv_mss and self._free() >= self._wnd_adv
-        ):
-            # Quick-ACK phase, or more than one full segment unacknowledged and the window
-            # would not shrink (__tcp_ack_snd_check).
-            self._send_ack(now)
-        elif self._delack_at is None:
-            self._delack_at = now + self.delack
-
-    def _seen_data_segment(self, plen: int) -> None:
-        # tcp_measure_rcv_mss(): the estimate follows the largest segment seen.
-        if plen >= self.rcv_mss:
-            self.rcv_mss = min(plen, self.mss or plen)
-        if not self._seen_data:
-            # tcp_event_data_recv() on the first data: tcp_incr_quickack(TCP_MAX_QUICKACKS).
-            self._seen_data = True
-            credits = max(2, self._wnd_adv // (2 * self.rcv_mss))
-            self._quick = min(self.quickack, credits)
-
-    def _enter_quickack(self) -> None:
-        credits = max(2, self._wnd_adv // (2 * self.rcv_mss))
-        self._quick = max(self._quick, min(self.quickack, credits))
-
-    def _count_beyond(self, s: int, e: int) -> None:
-        """Account bytes [s, e) (abs) that lie right of the current window."""
-        shrunk = max(0, min(e, self._adv_max) - s)
-        self.shrunk_window_bytes += shrunk
-        self.beyond_window_bytes += (e - s) - shrunk
-
-    def _deliver(self, data) -> None:
-        n = len(data)
-        self._hash.update(data)
-        self.bytes_received += n
-        if self.data is not None:
-            self.data += data
-        if not self.reading:
-            self.unread += n
-
-    def _ooo_insert(self, s: int, e: int, data) -> None:
-        """Queue [s, e) above a hole; merge with touching blocks; record D-SACK and recency."""
-        blocks = self._ooo
-        i = bisect_left(blocks, s, key=_end_key)  # first block ending at or after s
-        j = i
-        while j < len(blocks) and blocks[j][0] <= e:
-            j += 1
-        if i == j:
-            blocks.insert(i, [s, e, bytearray(data)])
-            self._ooo_bytes += e - s
-            ms, me = s, e
-        else:
-            first_dup = None
-            for b in blocks[i:j]:
-                lo, hi = max(s, b[0]), min(e, b[1])
-                if lo < hi:
-                    self.dup_bytes += hi - lo
-                    if first_dup is None:
-                        first_dup = (lo, hi)
-            if first_dup is not None and self.dsack and self.sack_ok:
-                self._dsack = (add(self._base, first_dup[0]), add(self._base, first_dup[1]))
-            b = blocks[i]
-            if j == i + 1 and b[0] <= s and e <= b[1]:
-                ms, me = b[0], b[1]  # all duplicate
-            elif j == i + 1 and s == b[1]:
-                b[2] += data
-                b[1] = e
-                self._ooo_bytes += e - s
-                ms, me = b[0], e
-            else:
-                ms = min(s, b[0])
-                me = max(e, blocks[j - 1][1])
-                buf = bytearray(me - ms)
-                buf[s - ms : e - ms] = data
-                held = 0
-                for ob in blocks[i:j]:
-                    buf[ob[0] - ms : ob[1] - ms] = ob[2]  # what we hold wins over the new copy
-                    held += ob[1] - ob[0]
-                blocks[i:j] = [[ms, me, buf]]
-                self._ooo_bytes += (me - ms) - held
-        # RFC 2018 §4: the block holding this segment is reported first; it replaces the blocks
-        # it absorbed; the others keep their recency order.
-        self._sack_recent = [(ms, me)] + [r for r in self._sack_recent if r[1] < ms or r[0] > me]
-
-    def _drain_ooo(self) -> None:
-        """Move queued blocks that the new rcv_nxt reaches into the in-order stream."""
-        blocks = self._ooo
-        while blocks and blocks[0][0] <= self._nxt:
-            s, e, buf = blocks.pop(0)
-            self._ooo_bytes -= e - s
-            if e > self._nxt:
-                self._deliver(memoryview(buf)[self._nxt - s :])
-                self._nxt = e
-        nxt = self._nxt
-        self._sack_recent = [r for r in self._sack_recent if r[0] > nxt]
-
     # ------------------------------------------------------------------ closing
 
     def _consume_fin(self, now: float) -> None:
         self.got_fin = True
-        self.rcv_nxt = add(self.rcv_nxt, 1)
         self.state = CLOSE_WAIT
-        if self.close_delay == 0 and self.unread == 0:
+        unread = self._rb.unread
+        if self.close_delay == 0 and unread == 0:
             self._send_fin(now)  # the application closed at once: the FIN carries the ACK
         else:
             self._send_ack(now)
-            if self.unread == 0:
+            if unread == 0:
                 self._schedule_close(now)
 
     def _schedule_close(self, now: float) -> None:
@@ -605,7 +500,8 @@ class Receiver:
         self.state = CLOSED
         self.reset = self.reset or reset
         self.timed_out = self.timed_out or timed_out
-        self._rtx_at = self._delack_at = self._close_at = None
+        self._rtx_at = self._close_at = None
+        self._acks.deadline = None
 
     def _send_rst_for(self, seg: Segment) -> None:
         """RFC 9293 §3.10.7.1: the reset that answers a segment for no connection."""
@@ -621,62 +517,13 @@ class Receiver:
     def _tsval(self, now: float) -> int:
         return (self.ts_offset + int(now * self.ts_hz + 1e-9)) & 0xFFFFFFFF
 
-    def _free(self) -> int:
-        free = self.rcv_buf - self._ooo_bytes - self.unread
-        return free if free > 0 else 0
-
-    def _sws_threshold(self) -> int:
-        return max(1, min(self.rcv_buf // 2, self.rcv_mss))
-
-    def _select_window(self) -> int:
-        """The 16-bit window field for the next ACK; updates the advertised right edge.
-
-        The right edge moves right only by at least min(rcv_buf/2, one segment) — receiver SWS
-        avoidance, RFC 9293 §3.8.6.2.2 — and never moves left (RFC 9293 §3.8.6): the kept edge
-        is rounded *up* to the scale unit (RFC 7323 §2.3 shifts the window right by the scale),
-        as Linux's tcp_select_window() does, unless `shrink_window` is set.
-        """
-        ws = self.rcv_wscale
-        nxt = self._nxt
-        cur = self._adv
-        cand = nxt + min(self._free(), self._wnd_max)
-        if cand - cur >= self._sws_threshold():
-            field = (cand - nxt) >> ws
-            if nxt + (field << ws) < cur:
-                field = (cur - nxt + (1 << ws) - 1) >> ws
-        else:
-            field = (cur - nxt + (1 << ws) - 1) >> ws
-        if field > 65535:
-            field = 65535
-        if self.shrink_window and ws and nxt + (field << ws) > cand:
-            field = (cand - nxt) >> ws  # tcp_shrink_window: retract rather than overcommit
-        win = field << ws
-        self._adv = nxt + win
-        if self._adv > self._adv_max:
-            self._adv_max = self._adv
-        self._wnd_adv = win
-        return field
-
-    def _sack_option(self) -> tuple[tuple[int, int], ...]:
-        limit = 3 if self.ts_ok else 4  # 40 option bytes: 12 for timestamps, 4 + 8n for SACK
-        blocks = []
-        if self._dsack is not None:
-            blocks.append(self._dsack)
-            self.dsacks_sent += 1
-        base = self._base
-        for s, e in self._sack_recent:
-            if len(blocks) >= limit:
-                break
-            blocks.append((add(base, s), add(base, e)))
-        return tuple(blocks)
-
     def _send_ack(self, now: float, seq: int | None = None, flags: Flags = _F_ACK) -> None:
         o = Options()
         if self.ts_ok:
             o.ts = (self._tsval(now), self.ts_recent)
-        if self.sack_ok and (self._dsack is not None or self._sack_recent):
-            o.sack = self._sack_option()
-        window = self._select_window()
+        _, window, blocks = self._rb.ack(self._sack_limit, self._base)
+        if blocks:
+            o.sack = blocks
         if self.rcv_nxt == self.last_ack_sent and self.acks_sent:
             self.dup_acks_sent += 1
         self._out.append(
@@ -685,10 +532,3 @@ class Receiver:
         )
         self.acks_sent += 1
         self.last_ack_sent = self.rcv_nxt
-        self._wup = self._nxt
-        self._dsack = None
-        self._delack_at = None
-        if self._ack_pending:
-            self._ack_pending = False
-            if self._quick:
-                self._quick -= 1  # tcp_dec_quickack_mode()
