@@ -209,3 +209,72 @@ def test_ecn_is_used_only_when_both_ends_agree(root, client_ecn, server_ecn):
     client, server, rev, wire = _ecn_fetch(root, client_ecn, server_ecn, ce_threshold=30_000)
     assert not client.ecn_ok and not server.ecn_ok
     assert all(ecn == 0 for ecn, _, _ in wire) and rev.marked_ce == 0
+
+
+class _Reorder(Link):
+    """Every 7th packet arrives 3 ms late: the ones behind it overtake it."""
+
+    def __init__(self, **kw):
+        super().__init__(extra_delay=lambda i, seg: 0.003 if i % 7 == 3 else 0.0, **kw)
+
+
+def test_our_receiving_side_sacks_delays_acks_and_reassembles(root):
+    """The client engine as a receiver: out-of-order data is held and SACKed (RFC 2018), so the
+    server repairs losses by SACK recovery without a timeout; in-order data is ACKed about every
+    second segment once the quick-ACK phase is over (RFC 5681 §4.2); the file arrives intact."""
+    req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    rev = _Reorder(delay=0.005, rate=100e6, loss=0.01, seed=11, name="rev")
+    fwd = Link(delay=0.005, name="fwd")
+    data, client, app, res = fetch(root, req, fwd=fwd, rev=rev)
+    assert res.completed, res.reason
+    ((status, _, body),) = responses(data)
+    assert status == 200 and body == (root / "big.bin").read_bytes()
+    server = app.conn
+    assert server.sack_ok and client.rcvq.ooo_segments > 0
+    assert server.fast_retransmits > 0 and server.timeouts == 0
+
+
+def test_in_order_data_is_acked_every_second_segment(root):
+    """Without loss or reordering, after 16 quick ACKs the client engine acknowledges every
+    second full-sized segment (RFC 5681 §4.2, Linux's __tcp_ack_snd_check)."""
+    req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    data, client, app, res = fetch(root, req)
+    assert res.completed, res.reason
+    data_segments, acks = res.rev.packets_in, res.fwd.packets_in
+    assert 0.45 * data_segments < acks < 0.6 * data_segments
+
+
+def test_a_reader_that_stops_closes_the_window_and_reopens_it(root):
+    """The client's application does not read for 2 s: its receive buffer (64 KB) fills, the
+    window closes, the server holds (persist probes, no data lost); reading reopens it."""
+    req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    client = Connection(CLIENT, SERVER, load("newreno", mss=1448, now=0.0), BytesSource(req),
+                        iss=1000, time_wait=0.5, rcv_wnd=65536)
+    got = bytearray()
+    receive, windows = client.receive, []
+
+    def receive_and_maybe_read(seg, now):
+        receive(seg, now)
+        if now > 2.0:
+            got.extend(client.read())
+
+    client.receive = receive_and_maybe_read
+    transmit = client.transmit
+
+    def watch(now):
+        out = transmit(now)
+        windows.extend((now, tx.window) for tx in out)
+        if now > 2.0:
+            got.extend(client.read())
+        return out
+
+    client.transmit = watch
+    peer = AcceptingPeer(server_factory(root))
+    res = simulate(client, peer, Link(delay=0.005, name="fwd"), Link(delay=0.005, rate=100e6, name="rev"), until=60)
+    assert res.completed, res.reason
+    ((status, _, body),) = responses(bytes(got))
+    assert status == 200 and body == (root / "big.bin").read_bytes()
+    assert any(w == 0 for t, w in windows if 0.1 < t < 2.0)  # closed while nobody read
+    server = peer.app.conn
+    # Held, not lost: no timeout counted, only window probes resent (a byte or two each).
+    assert server.timeouts == 0 and server.bytes_retrans <= 16

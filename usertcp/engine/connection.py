@@ -36,6 +36,7 @@ from .pacing import Pacer, default_rate, pacing_in_slow_start
 from .prr import Prr
 from .rack import Rack
 from .rate import RateEstimator, RateSample
+from .receive import ACK_FIN, DelayedAck, ReceiveBuffer
 from .recovery import DUPACK_THRESHOLD, NewRenoRecovery
 from .rtt import RttEstimator
 from .scoreboard import AckResult, Scoreboard
@@ -147,8 +148,9 @@ class Connection:
         # Receive side (relative to the peer's ISS).
         self.rcv_nxt = 0
         self.fin_received = False
-        self.peer_data = 0
-        self._inbox: list[bytes] = []  # in-order data from the peer, not yet read by the application
+        # What the peer sends us (reassembly, SACK blocks, our window, delayed ACKs): made once
+        # the handshake fixes window scaling and SACK (`_negotiate`).
+        self.rcvq: ReceiveBuffer | None = None
         # Negotiated.
         self.peer_mss = DEFAULT_PEER_MSS
         self.send_mss = DEFAULT_PEER_MSS  # payload bytes per wire segment
@@ -254,13 +256,22 @@ class Connection:
         self.syn_pending = True
         self.rto_deadline = now + self.rtt.rto
 
-    def read(self) -> bytes:
-        """In-order data the peer sent since the last call (RFC 9293 RECEIVE)."""
-        if not self._inbox:
+    def read(self, n: int | None = None) -> bytes:
+        """Up to `n` bytes (all if None) of the in-order data the peer sent (RFC 9293 RECEIVE).
+        Reading frees receive window; the peer hears of it at once when that matters (Linux's
+        tcp_cleanup_rbuf: a held-back ACK, or a window that at least doubles)."""
+        rcvq = self.rcvq
+        if rcvq is None or not rcvq.unread:
             return b""
-        data = b"".join(self._inbox)
-        self._inbox.clear()
+        data = rcvq.read(n)
+        if rcvq.ack_after_read():
+            self.ack_pending = True
         return data
+
+    @property
+    def peer_data(self) -> int:
+        """Bytes the peer sent that were taken in order."""
+        return self.rcvq.delivered if self.rcvq is not None else 0
 
     def shutdown(self) -> None:
         """The application has nothing more to send: a FIN follows the last byte of the source
@@ -313,6 +324,8 @@ class Connection:
             release = self.pacer.next_send_time()
             if release is not None:
                 times.append(release)
+        if self.rcvq is not None and self.rcvq.ack_deadline is not None and self.state is not State.CLOSED:
+            times.append(self.rcvq.ack_deadline)  # the delayed ACK
         return min(times) if times else None
 
     def abort(self, now: float) -> list[Transmission]:
@@ -384,7 +397,14 @@ class Connection:
             self._oow_ack(now)
             return
         if not self._acceptable(seq_rel, seg.seg_len):
-            self._oow_ack(now)  # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK
+            # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK. An old duplicate
+            # of data gets its D-SACK (RFC 2883 §4) and is not rate-limited: data segments are
+            # no part of an ACK loop (Linux's tcp_oow_rate_limited() exempts them too).
+            if seg.payload or flags & Flags.FIN:
+                self.rcvq.segment(seq_rel, seg.payload, bool(flags & Flags.FIN), now)
+                self.ack_pending = True
+            else:
+                self._oow_ack(now)
             return
         if self.ts_ok:
             # RFC 7323 §4.3 (3): remember the peer's TSval of the segment that covers Last.ACK.sent.
@@ -529,6 +549,10 @@ class Connection:
         self.max_snd_wnd = syn.window
         self.send_mss = min(self.peer_mss, self.mss) - (TS_OPTION_LEN if self.ts_ok else 0)
         self.snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
+        self.rcvq = ReceiveBuffer(1, self.rcv_wnd, wscale=self.rcv_wscale, sack=self.sack_ok,
+                                  acks=DelayedAck(mss=self.mss))
+        if syn.flags & Flags.ACK:
+            self.rcvq.initial_window()  # the window our SYN announced, unscaled
 
     def _established(self, opts: Options, now: float) -> None:
         """The handshake is complete: the first RTT sample, then ESTABLISHED."""
@@ -581,7 +605,9 @@ class Connection:
             self.ack_pending = True
 
     def _acceptable(self, seq_rel: int, seg_len: int) -> bool:
-        """RFC 9293 §3.10.7.4 segment acceptability test against our receive window."""
+        """RFC 9293 §3.10.7.4 segment acceptability test against the window we advertised."""
+        if self.rcvq is not None:
+            return self.rcvq.acceptable(seq_rel, seg_len)
         wnd = self.rcv_wnd
         if seg_len == 0:
             return self.rcv_nxt <= seq_rel < self.rcv_nxt + wnd or seq_rel == self.rcv_nxt
@@ -889,19 +915,17 @@ class Connection:
         )
 
     def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
-        """A sender still has to acknowledge what the peer sends: data (counted, discarded) and
-        its FIN. Only in-order data is taken; the rest is answered with a duplicate ACK."""
-        n = len(seg.payload)
-        if n:
-            if seq_rel == self.rcv_nxt and not self.fin_received:
-                self.rcv_nxt += n
-                self.peer_data += n
-                self._inbox.append(bytes(seg.payload))
+        """The peer's data and FIN go to the receive side (`rcvq`), which reassembles them,
+        keeps what the application has not read, and says when to acknowledge."""
+        fin = bool(seg.flags & Flags.FIN)
+        if not (seg.payload or fin):
+            return
+        answer = self.rcvq.segment(seq_rel, seg.payload, fin, now)
+        self.rcv_nxt = self.rcvq.rcv_nxt
+        if answer:
             self.ack_pending = True
-        if seg.flags & Flags.FIN and seq_rel + n == self.rcv_nxt and not self.fin_received:
-            self.rcv_nxt += 1
+        if answer == ACK_FIN and not self.fin_received:
             self.fin_received = True
-            self.ack_pending = True
             self._events.append(Event("peer_fin", now))
             if self.state is State.ESTABLISHED:
                 self.state = State.CLOSE_WAIT
@@ -909,8 +933,6 @@ class Connection:
                 self.state = State.CLOSING  # our FIN not yet acked (else we'd be in FIN-WAIT-2)
             elif self.state is State.FIN_WAIT_2:
                 self._enter_time_wait(now)
-        elif seg.flags & Flags.FIN and self.fin_received:
-            self.ack_pending = True  # a retransmitted FIN: our ACK was lost
 
     def _our_fin_acked(self, now: float) -> None:
         if self.state is State.FIN_WAIT_1:
@@ -941,6 +963,8 @@ class Connection:
         if self.tw_deadline is not None and now >= self.tw_deadline:
             self._close(now)
             return
+        if self.rcvq is not None and self.rcvq.ack_due(now):
+            self.ack_pending = True
         if self.persist_deadline is not None and now >= self.persist_deadline:
             self._persist_timeout(now)
         if self.rto_deadline is not None and now >= self.rto_deadline:
@@ -1319,14 +1343,26 @@ class Connection:
                 flags |= Flags.ECE | Flags.CWR
         self.segments_out += 1
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
-        return Transmission(seq=seq, ack=ack, flags=flags, window=min(self.rcv_wnd, 65535), options=opts.encode())
+        window = self.rcvq.initial_window() if self.rcvq is not None else min(self.rcv_wnd, 65535)
+        return Transmission(seq=seq, ack=ack, flags=flags, window=window, options=opts.encode())
 
     def _segment(
         self, start: int, flags: Flags, now: float, *, length: int = 0, retransmit: bool = False
     ) -> Transmission:
-        if self.ts_ok:
-            ts = self._ts_now(now)
-            options = _TS_OPTION.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, ts, self.ts_recent)
+        rcvq = self.rcvq
+        blocks = ()
+        if rcvq is not None:
+            # Every segment carries our ACK, so each one takes the receive side's fields. SACK
+            # blocks ride on segments without data only: send_mss leaves room for timestamps
+            # alone, and GSO repeats the options on every wire segment.
+            _, window, blocks = rcvq.ack(0 if length else (3 if self.ts_ok else 4), wire=self.irs)
+        else:
+            window = min(self.rcv_wnd >> self.rcv_wscale, 65535)
+        if blocks:
+            ts = (self._ts_now(now), self.ts_recent) if self.ts_ok else None
+            options = Options(ts=ts, sack=blocks).encode()
+        elif self.ts_ok:
+            options = _TS_OPTION.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, self._ts_now(now), self.ts_recent)
         else:
             options = b""
         self.segments_out += 1
@@ -1336,7 +1372,7 @@ class Connection:
             seq=(self.iss + start) & MASK,
             ack=(self.irs + self.rcv_nxt) & MASK,
             flags=flags,
-            window=min(self.rcv_wnd >> self.rcv_wscale, 65535),
+            window=window,
             options=options,
             source=self.source if length else None,
             offset=start - 1,
