@@ -1,8 +1,9 @@
 """Property tests of the sender engine over random simulated paths (issue 4's acceptance bar).
 
 Each example draws a path -- one-way delay, bottleneck rate and queue, forward loss, ACK loss,
-reordering jitter, duplication in both directions -- and a transfer size, runs the engine against the Linux-like simulated
-receiver in virtual time, and checks what must hold on *every* path:
+reordering jitter, duplication in both directions -- a transfer size and the engine's options (loss
+detector, pacing), runs the engine against the Linux-like simulated receiver in virtual time, and
+checks what must hold on *every* path:
 
 - the transfer completes and the receiver holds exactly the source's bytes (SHA-256);
 - the connection closes without error;
@@ -38,6 +39,8 @@ paths = st.fixed_dictionaries({
     "dup": st.one_of(st.just(0.0), st.floats(0.0, 0.05)),
     "size": st.one_of(st.integers(1, 20_000), st.integers(20_000, 1_000_000)),
     "cc": st.sampled_from(["newreno", "cubic"]),
+    "detector": st.sampled_from(["rack", "rack", "dupthresh"]),
+    "pacing": st.booleans(),
     "seed": st.integers(0, 2**31),
 })
 
@@ -62,12 +65,13 @@ def _longest_silence(timed_events, start: float, end: float) -> float:
     return max(longest, end - last)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(paths)
 def test_every_path_delivers_exactly_and_never_stalls(p):
     src = PatternSource(p["size"], seed=p["seed"] & 0xFFFF)
     conn = Connection(LOCAL, REMOTE, load(p["cc"], mss=1448, now=0.0), src,
-                      iss=p["seed"] & 0xFFFFFFFF, time_wait=0.5)
+                      iss=p["seed"] & 0xFFFFFFFF, time_wait=0.5, loss_detection=p["detector"],
+                      pacing=p["pacing"])
     rate = p["rate"]
     queue = None if rate is None else p["queue_pkts"] * 1514
     fwd = Link(delay=p["delay"], rate=rate, queue_bytes=queue, loss=p["loss"], seed=p["seed"],
