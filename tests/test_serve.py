@@ -35,9 +35,9 @@ def server_factory(root, **kw):
     return factory
 
 
-def fetch(root, request: bytes, *, fwd=None, rev=None, until=60.0, **client_kw):
-    """A client engine sends `request` (then FIN) to an accepting server engine; returns the
-    bytes the client received in order, the client, the server app and the run."""
+def reading_client(request: bytes, **client_kw):
+    """A client engine that sends `request` (then FIN) and reads everything as it arrives into
+    the returned bytearray."""
     client = Connection(CLIENT, SERVER, load("newreno", mss=1448, now=0.0), BytesSource(request),
                         iss=1000, time_wait=0.5, **client_kw)
     got = bytearray()
@@ -48,6 +48,13 @@ def fetch(root, request: bytes, *, fwd=None, rev=None, until=60.0, **client_kw):
         got.extend(client.read())
 
     client.receive = receive_and_read
+    return client, got
+
+
+def fetch(root, request: bytes, *, fwd=None, rev=None, until=60.0, **client_kw):
+    """A client engine sends `request` (then FIN) to an accepting server engine; returns the
+    bytes the client received in order, the client, the server app and the run."""
+    client, got = reading_client(request, **client_kw)
     peer = AcceptingPeer(server_factory(root))
     fwd = fwd or Link(delay=0.005, rate=100e6, name="fwd")
     rev = rev or Link(delay=0.005, rate=100e6, name="rev")
@@ -162,16 +169,7 @@ def _ecn_fetch(root, client_ecn, server_ecn, ce_threshold):
     """A 1 MB download from a server engine to a client engine over a 20 Mbit/s bottleneck that
     marks CE above `ce_threshold` bytes of queue (DCTCP-style step marking)."""
     req = b"GET /big.bin HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
-    client = Connection(CLIENT, SERVER, load("newreno", mss=1448, now=0.0), BytesSource(req),
-                        iss=1000, time_wait=0.5, ecn=client_ecn)
-    got = bytearray()
-    receive = client.receive
-
-    def receive_and_read(seg, now):
-        receive(seg, now)
-        got.extend(client.read())
-
-    client.receive = receive_and_read
+    client, got = reading_client(req, ecn=client_ecn)
 
     def factory(syn, now):
         return HttpConnection.accept(syn, now, SERVER, CLIENT, load("newreno", mss=1448, now=now), root,

@@ -221,16 +221,23 @@ class HttpSession:
             return
         self._serve(req, method, target, path, query, trailing_slash)
 
-    def _serve(self, req, method, target, path, query, trailing_slash) -> None:
+    def _lookup(self, method, target, path, outside: str):
+        """(real path, stat) of `path` under the root, or None once the error is answered."""
         real = self._resolve(path)
         if real is None:
-            self._simple(method, target, 404, error="outside the root")
-            return
+            self._simple(method, target, 404, error=outside)
+            return None
         try:
-            st = os.stat(real)
+            return real, os.stat(real)
         except OSError as exc:
             self._simple(method, target, _status_for(exc))
+            return None
+
+    def _serve(self, req, method, target, path, query, trailing_slash) -> None:
+        found = self._lookup(method, target, path, "outside the root")
+        if found is None:
             return
+        real, st = found
         if stat.S_ISDIR(st.st_mode):
             if not trailing_slash:
                 # From the normalised path: a raw "//host" must not become a Location.
@@ -238,15 +245,10 @@ class HttpSession:
                             + (b"?" + query if query else b""))
                 self._simple(method, target, 301, [(b"location", location)])
                 return
-            real = self._resolve(posixpath.join(path, "index.html"))
-            if real is None:
-                self._simple(method, target, 404, error="index.html outside the root")
+            found = self._lookup(method, target, posixpath.join(path, "index.html"), "index.html outside the root")
+            if found is None:
                 return
-            try:
-                st = os.stat(real)
-            except OSError as exc:
-                self._simple(method, target, _status_for(exc))
-                return
+            real, st = found
         elif trailing_slash:
             self._simple(method, target, 404)  # "file.txt/" names no file (ENOTDIR)
             return
