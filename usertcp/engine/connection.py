@@ -1,20 +1,27 @@
-"""One TCP connection, sender side, sans-I/O.
+"""One TCP connection, sans-I/O: a sender first, and a correct receiver of what the peer sends.
 
 The connection takes segments and timer expiries with the time they happen, and answers with
 transmissions and its next deadline. It never reads a clock, touches a socket or sleeps, so the
 same object runs in virtual time under the simulator and in real time under the event loop.
 
-Scope (issue 2): active open with MSS, window scale, SACK-permitted and timestamp options
-(RFC 9293 §3.10.7.3, RFC 7323, RFC 2018); sending within min(cwnd, peer window); cumulative ACK
-processing (RFC 9293 §3.10.7.4); RTT from timestamps (RFC 7323 §4) and the RFC 6298 RTO with
-backoff; fast retransmit and NewReno recovery (RFC 5681, RFC 6582) in `recovery`; go-back-N
-after a timeout; zero-window probing; FIN close and TIME-WAIT; RST handling per RFC 5961.
-Issue 4 (in progress): everything in flight lives in the SACK scoreboard (`scoreboard`, RFC 6675),
-which takes the peer's SACK blocks. With SACK negotiated, RACK-TLP (RFC 8985, `rack`) detects
-losses and sends tail loss probes, loss recovery is RFC 6675 §5 with PRR (RFC 6937) deciding how
-much leaves per ACK (`_sack_recovery`, `_send_lost`), and an RTO resends what the scoreboard
-holds lost, never what the peer SACKed; without SACK, NewReno and go-back-N after a timeout.
-Rate samples (`rate`) are the next part to wire in.
+What it does, and where:
+
+- Opening: active (`connect`, RFC 9293 §3.10.7.3) or passive (`accept`, §3.10.7.2), with MSS,
+  window scale, SACK-permitted, timestamps (RFC 7323, RFC 2018) and ECN (RFC 3168 §6.1.1)
+  negotiated; SYN and SYN-ACK retried with backoff, then a clear error.
+- Sending: within min(cwnd, peer window), in GSO super-segments, paced when the controller sets
+  a pacing rate (`pacing`, ~1 ms super-segments); the source may grow (`stream.SendStream`).
+- Everything in flight lives in the SACK scoreboard (`scoreboard`, RFC 6675), which takes the
+  peer's SACK blocks. With SACK, RACK-TLP (RFC 8985, `rack`) detects losses and sends tail loss
+  probes; recovery is RFC 6675 §5 with PRR (RFC 6937) deciding how much leaves per ACK
+  (`_sack_recovery`, `_send_lost`); an RTO resends what the scoreboard holds lost, never what
+  the peer SACKed. Without SACK: NewReno (RFC 6582, `recovery`) and go-back-N after a timeout.
+- Spurious reductions are undone (`_check_undo`): D-SACK (RFC 3708), timestamps (RFC 3522),
+  F-RTO (RFC 5682). RFC 6298 RTO with backoff and a give-up limit.
+- Every ACK with news yields a delivery-rate sample (`rate`, Linux tcp_rate.c) for the controller.
+- Input checks: PAWS (RFC 7323 §5), RFC 5961 for RST, SYN and ACK, answers rate-limited.
+- Receiving (`engine.receive`): reassembly, SACK and D-SACK blocks, delayed ACKs, a window that
+  follows what the application has read; FIN close and TIME-WAIT.
 
 Sequence numbers inside are *relative and unbounded* (our ISS is 0, the peer's is 0 on the
 receive side); they are turned into 32-bit wire values only when a segment is built or parsed.
