@@ -72,7 +72,10 @@ def responses(data: bytes) -> list[tuple[int, dict, bytes]]:
     c.receive_data(b"")
     status, headers, body = None, None, bytearray()
     while True:
-        ev = c.next_event()
+        try:
+            ev = c.next_event()
+        except h11.RemoteProtocolError:
+            break  # EOF after a complete keep-alive response: what would be the next one never came
         if ev is h11.NEED_DATA or type(ev) is h11.ConnectionClosed:
             break
         if type(ev) is h11.Response:
@@ -276,3 +279,33 @@ def test_a_reader_that_stops_closes_the_window_and_reopens_it(root):
     server = peer.app.conn
     # Held, not lost: no timeout counted, only window probes resent (a byte or two each).
     assert server.timeouts == 0 and server.bytes_retrans <= 16
+
+
+def test_close_when_idle_ends_an_idle_keep_alive_connection(root):
+    """A server shutting down (`Server.stop`) closes idle keep-alive connections at once: the
+    client's request is answered, then the server sends its FIN without waiting for the idle
+    timeout. This client never closes its half, so the server waits in FIN-WAIT-2 until
+    fin_timeout (Linux's tcp_fin_timeout) and then closes without an error."""
+    req = b"GET /index.html HTTP/1.1\r\nHost: lab\r\n\r\n"  # keep-alive: the client does not close
+    client, got = reading_client(req, close_at_end=False)
+    apps = []
+
+    def factory(syn, now):
+        app = HttpConnection.accept(syn, now, SERVER, CLIENT, load("cubic", mss=1448, now=now), root,
+                                    iss=3, idle_timeout=3600.0, fin_timeout=2.0)
+        apps.append(app)
+        return app
+
+    peer = AcceptingPeer(factory)
+    res = simulate(client, peer, Link(delay=0.005, name="fwd"), Link(delay=0.005, name="rev"), until=0.5)
+    assert res.reason == "until" and not client.fin_received  # idle keep-alive, nobody closes
+    apps[0].close_when_idle()
+    res = simulate(client, peer, Link(delay=0.005, name="fwd"), Link(delay=0.005, name="rev"),
+                   until=1.0, connect=False, start=0.5)
+    server = apps[0].conn
+    assert client.fin_received and server.state is State.FIN_WAIT_2
+    ((status, _, body),) = responses(bytes(got))
+    assert status == 200 and body == (root / "index.html").read_bytes()
+    simulate(client, peer, Link(delay=0.005, name="fwd"), Link(delay=0.005, name="rev"),
+             until=5.0, connect=False, start=1.0)
+    assert peer.closed and server.error is None and 2.5 <= server.closed_at <= 2.6

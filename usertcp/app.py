@@ -61,7 +61,7 @@ class HttpConnection:
         idle keep-alive connections (nginx's keepalive_timeout)."""
         conn, session = self.conn, self.session
         data = conn.read()
-        if data:
+        if data and not self.stream.finished:  # after our FIN is decided, requests are discarded
             self._last_activity = now
             session.receive_data(data)
         if conn.fin_received and not self._eof_given:
@@ -79,6 +79,10 @@ class HttpConnection:
             self.stream.finish()
         if self.stream.finished or session.should_close:
             conn.shutdown()
+
+    def close_when_idle(self) -> None:
+        """Finish the response in progress, if any, then close (a server shutting down)."""
+        self.idle_timeout = 0.0
 
     def deadline(self) -> float | None:
         """When `pump` must run even if nothing arrives: the idle timeout."""

@@ -181,9 +181,13 @@ class Server:
                 break
 
     def stop(self) -> None:
-        """Stop accepting; `run` returns once the open connections are done."""
+        """Stop accepting and close every connection once its response in progress is out and
+        acknowledged (idle keep-alive connections at once); `run` returns when all are done."""
         self._stopping = True
         self.loop.listeners.clear()
+        for flow in self.loop.flows.values():
+            if flow.app is not None:
+                flow.app.close_when_idle()
 
     def close(self) -> None:
         """Abort what is still open and give every resource back: flows, listener, socket."""

@@ -113,6 +113,7 @@ class Connection:
         timestamps: bool = True,
         gso_max: int = 65536,
         time_wait: float = 60.0,
+        fin_timeout: float = 60.0,
         syn_retries: int = 6,
         max_retries: int = 15,
         rtt: RttEstimator | None = None,
@@ -134,6 +135,9 @@ class Connection:
         self.want_sack, self.want_ts, self.want_ecn = sack, timestamps, ecn
         self.gso_max = gso_max
         self.time_wait = time_wait
+        # FIN-WAIT-2 lasts until the peer's FIN, which a peer that never closes never sends:
+        # give up after this long (Linux's net.ipv4.tcp_fin_timeout, 60 s), without error.
+        self.fin_timeout = fin_timeout
         self.syn_retries, self.max_retries = syn_retries, max_retries
         self.rtt = rtt or RttEstimator()
         self.close_at_end = close_at_end
@@ -944,6 +948,7 @@ class Connection:
     def _our_fin_acked(self, now: float) -> None:
         if self.state is State.FIN_WAIT_1:
             self.state = State.FIN_WAIT_2
+            self.tw_deadline = now + self.fin_timeout  # cleared into TIME-WAIT by the peer's FIN
         elif self.state is State.CLOSING:
             self._enter_time_wait(now)
         elif self.state is State.LAST_ACK:
