@@ -85,10 +85,13 @@ class HttpConnection:
         self.idle_timeout = 0.0
 
     def deadline(self) -> float | None:
-        """When `pump` must run even if nothing arrives: the idle timeout."""
+        """When this connection must run even if nothing arrives: the engine's own deadline or
+        the idle timeout, whichever is first."""
+        d = self.conn.deadline()
         if self.idle_timeout is None or self._last_activity is None or self.stream.finished:
-            return None
-        return self._last_activity + self.idle_timeout
+            return d
+        idle = self._last_activity + self.idle_timeout
+        return idle if d is None or idle < d else d
 
     def close(self) -> None:
         """The connection is gone: drop the stream's pieces and the files it opened."""

@@ -8,7 +8,8 @@ and one socket; the connection objects never see the clock except as the `now` p
 A server adds two things: `listen(port, on_syn)` hands packets to that port which belong to no
 flow (new SYNs) to a callback that may `add` a flow; and a flow may carry an application object
 (`app`, e.g. `app.HttpConnection`) whose `pump(now)` runs after its connection took packets in or
-a timer fired and before it transmits, whose `deadline()` joins the connection's, and whose
+a timer fired and before it transmits, whose `deadline()` stands for the flow's (it includes the
+connection's), and whose
 `close()` runs when the flow is retired, as does the loop's `on_retire` callback.
 """
 
@@ -106,11 +107,7 @@ class EventLoop:
             if conn.closed and not flow.outbox:
                 self._retire(flow)
                 continue
-            d = conn.deadline()
-            if app is not None:
-                a = app.deadline()
-                if a is not None and (d is None or a < d):
-                    d = a
+            d = (app or conn).deadline()
             if d is not None and (earliest is None or d < earliest):
                 earliest = d
         want_out = any(f.outbox for f in flows.values())

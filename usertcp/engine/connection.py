@@ -319,6 +319,12 @@ class Connection:
         return self.snd_nxt - self.snd_una
 
     @property
+    def recovering(self) -> bool:
+        """In a loss recovery of any kind: SACK fast recovery (`prr`), RTO recovery with SACK
+        (`in_loss`), NewReno fast recovery, or go-back-N after a timeout (`rtx_next`)."""
+        return self.prr is not None or self.in_loss or self.recovery.in_recovery or self.rtx_next is not None
+
+    @property
     def cwnd(self) -> int:
         """The window in force: NewReno's inflated one during fast recovery, else the CC's."""
         if self.prr is not None:
@@ -451,7 +457,6 @@ class Connection:
                 if rec.rate is not None:
                     self.rate.on_delivered(rec.rate, now, rec.end - rec.start, is_retrans=rec.retrans > 0)
         acked_for_cc = None
-        dupack = False
         if advanced:
             acked_for_cc = self._new_ack(ack_rel, opts, result, now)
         elif (
@@ -464,7 +469,6 @@ class Connection:
         ):
             # RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT, all five conditions; with a zero window
             # the repeats are answers to our window probes, not signs of loss.
-            dupack = True
             self._duplicate_ack(now)
         if self.state is not State.CLOSED:
             self._check_undo(result, opts, advanced, now)
@@ -577,7 +581,7 @@ class Connection:
         self.established_at = now
         self.syn_pending = False
         self.rto_deadline = None
-        self.scoreboard.smss = self.send_mss
+        self.scoreboard.smss = self.pacer.mss = self.send_mss
         self._cc_call("on_mss_change", self.send_mss)
         self._events.append(Event("established", now))
 
@@ -723,7 +727,7 @@ class Connection:
         ends a recovery); `_sack_recovery` acts on the losses RACK marks right after.
         """
         rack = self.rack
-        in_recovery = self.prr is not None or self.in_loss
+        in_recovery = self.recovering
         tsecr_time = None
         if self.ts_ok and opts.ts is not None and opts.ts[1]:
             tsecr_time = now - self._ts_age(opts.ts[1], now)
@@ -801,14 +805,7 @@ class Connection:
         on top of a loss recovery; the controller picks ssthresh (``cause="ecn"``, which DCTCP
         answers with its alpha, RFC 8257 §3.3), the window drops to it at once, and the next new
         data carries CWR. Returns whether the window was reduced."""
-        if (
-            self.snd_una <= self.ecn_recover
-            or self.prr is not None
-            or self.in_loss
-            or self.recovery.in_recovery
-            or self.rtx_next is not None
-            or self.state is State.CLOSED
-        ):
+        if self.snd_una <= self.ecn_recover or self.recovering or self.state is State.CLOSED:
             return False
         self._congestion_event(now, "ecn")
         self._cc_call("on_recovery_exit", now, self.flight_size)
@@ -913,8 +910,7 @@ class Connection:
         if (
             rack is None
             or not self.sack_ok
-            or self.prr is not None
-            or self.in_loss
+            or self.recovering
             or self.reo_deadline is not None
             or self.snd_wnd == 0
             or self.state not in _CAN_SEND and self.state not in _FIN_SENT_STATES
@@ -992,7 +988,7 @@ class Connection:
         """RFC 8985 §6.2 step 5: the reordering window of a pending segment has passed; mark
         what is lost now and re-arm for the rest. Losses start recovery as an ACK's would (Linux's
         tcp_rack_reo_timeout counts one delivered segment for PRR)."""
-        in_recovery = self.prr is not None or self.in_loss
+        in_recovery = self.recovering
         self.reo_deadline = self.rack.on_timer(now, in_recovery=in_recovery, srtt=self.rtt.srtt)
         if self.scoreboard.lost_bytes and not in_recovery:
             self._enter_sack_recovery(now, self.send_mss)
@@ -1202,7 +1198,6 @@ class Connection:
         limit = min(self.gso_max, GSO_MAX_IP_LEN - IPV4_TCP_HEADERS - opt)
         limit = max(self.send_mss, limit - limit % self.send_mss)
         if self.pacer.rate is not None:
-            self.pacer.mss = self.send_mss
             return self.pacer.burst_bytes(limit, self.rtt.min_rtt)
         return limit
 
@@ -1274,8 +1269,7 @@ class Connection:
             flags |= Flags.FIN
         tx = self._segment(start, flags, now, length=n, retransmit=True)
         span = n + (1 if flags & Flags.FIN else 0)
-        if self.undo_marker is not None and (self.prr is not None or self.in_loss or self.recovery.in_recovery
-                                             or self.rtx_next is not None):
+        if self.undo_marker is not None and self.recovering:
             self.undo_retrans += n
             if self.retrans_stamp is None:
                 self.retrans_stamp = now

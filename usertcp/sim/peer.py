@@ -17,7 +17,7 @@ from .link import segments_from
 
 class AcceptingPeer:
     """Accept one connection: `factory(syn, now)` returns the application object, which has
-    `conn` (the engine), `pump(now)`, `deadline()` and `close()`. Segments before the first SYN
+    `conn` (the engine), `pump(now)`, `deadline()` (including the engine's) and `close()`. Segments before the first SYN
     are ignored, as a listener without a matching connection would have dropped them."""
 
     def __init__(self, factory: Callable[[Segment, float], object]):
@@ -53,10 +53,7 @@ class AcceptingPeer:
         return out
 
     def deadline(self) -> float | None:
-        if self.app is None:
-            return None
-        times = [t for t in (self.app.conn.deadline(), self.app.deadline()) if t is not None]
-        return min(times) if times else None
+        return self.app.deadline() if self.app is not None else None
 
     def on_timer(self, now: float) -> None:
         conn = self.app.conn
