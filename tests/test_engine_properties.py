@@ -68,7 +68,7 @@ def _longest_silence(timed_events, start: float, end: float) -> float:
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(paths)
 def test_every_path_delivers_exactly_and_never_stalls(p):
-    src = PatternSource(p["size"], seed=p["seed"] & 0xFFFF)
+    src = PatternSource(p["size"], seed=p["seed"] & 0xF)  # 16 patterns, each made once
     conn = Connection(LOCAL, REMOTE, load(p["cc"], mss=1448, now=0.0), src,
                       iss=p["seed"] & 0xFFFFFFFF, time_wait=0.5, loss_detection=p["detector"],
                       pacing=p["pacing"])
