@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import seq as wire
 from ..cc.api import AckSample, CongestionControl, CongestionEvent, UndoEvent
-from ..segment import OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
+from ..segment import F_ACK, F_CWR, F_ECE, F_FIN, F_RST, F_SYN, OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
 from .pacing import Pacer, default_rate, pacing_in_slow_start
 from .prr import Prr
@@ -393,11 +393,11 @@ class Connection:
             return
         if self.state is State.SYN_RECEIVED and not self._receive_in_syn_received(seg, now):
             return
-        flags = seg.flags
+        flags = int(seg.flags)  # plain int: this is the per-ACK path
         seq_rel = self.rcv_nxt + wire.diff(seg.seq, (self.irs + self.rcv_nxt) & MASK)
 
         opts = seg.options
-        if self.ts_ok and not flags & Flags.RST:
+        if self.ts_ok and not flags & F_RST:
             if opts.ts is None:
                 return  # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt is dropped
             if wire.lt(opts.ts[0], self.ts_recent) and now - self.ts_recent_time < PAWS_IDLE_LIMIT:
@@ -405,10 +405,10 @@ class Connection:
                 self.paws_rejected += 1
                 self._oow_ack(now)
                 return
-        if flags & Flags.RST:
+        if flags & F_RST:
             self._receive_rst(seq_rel, now)
             return
-        if flags & Flags.SYN:
+        if flags & F_SYN:
             # A retransmitted SYN-ACK means our handshake ACK was lost: answer with an ACK.
             # Any other SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
             self._oow_ack(now)
@@ -417,8 +417,8 @@ class Connection:
             # RFC 9293 §3.10.7.4: answer an unacceptable segment with an ACK. An old duplicate
             # of data gets its D-SACK (RFC 2883 §4) and is not rate-limited: data segments are
             # no part of an ACK loop (Linux's tcp_oow_rate_limited() exempts them too).
-            if seg.payload or flags & Flags.FIN:
-                self.rcvq.segment(seq_rel, seg.payload, bool(flags & Flags.FIN), now)
+            if seg.payload or flags & F_FIN:
+                self.rcvq.segment(seq_rel, seg.payload, bool(flags & F_FIN), now)
                 self.ack_pending = True
             else:
                 self._oow_ack(now)
@@ -428,7 +428,7 @@ class Connection:
             if seq_rel <= self.last_ack_sent and wire.ge(opts.ts[0], self.ts_recent):
                 self.ts_recent = opts.ts[0]
                 self.ts_recent_time = now
-        if not flags & Flags.ACK:
+        if not flags & F_ACK:
             return
         ack_rel = self.snd_una + wire.diff(seg.ack, (self.iss + self.snd_una) & MASK)
         if ack_rel > self.snd_nxt or ack_rel < self.snd_una - self.max_snd_wnd:
@@ -436,9 +436,9 @@ class Connection:
             # answered (with a challenge ACK), not acted on: it may be forged.
             self._oow_ack(now)
             return
-        if self.ecn_ok and (seg.payload or flags & Flags.FIN):
+        if self.ecn_ok and (seg.payload or flags & F_FIN):
             # RFC 3168 §6.1.3: CWR ends our echo; CE (on this very segment too) starts it.
-            if flags & Flags.CWR:
+            if flags & F_CWR:
                 self._ece_echo = False
             if seg.ecn == 3:
                 self.ce_received += 1
@@ -462,7 +462,7 @@ class Connection:
         elif (
             ack_rel == self.snd_una
             and not seg.payload
-            and not flags & Flags.FIN
+            and not flags & F_FIN
             and not window_changed
             and self.snd_nxt > self.snd_una
             and self.snd_wnd > 0
@@ -485,7 +485,7 @@ class Connection:
             self.rate_sample = self.rate.generate(
                 now, self.scoreboard.lost_total, prior_in_flight=prior_in_flight, min_rtt=self.rtt.min_rtt
             )
-        if self.ecn_ok and flags & Flags.ECE and self._ecn_reduce(now):
+        if self.ecn_ok and flags & F_ECE and self._ecn_reduce(now):
             acked_for_cc = None  # the reducing ACK grows nothing (Linux: CWR state, no cong_avoid)
         if acked_for_cc is not None and self.prr is None and self.state is not State.CLOSED:
             # Window growth comes last and only outside recovery (Linux's tcp_cong_control():
@@ -502,7 +502,7 @@ class Connection:
                     mss=self.send_mss,
                     app_limited=self._app_limited(),
                     rate=self.rate_sample,
-                    ece=bool(flags & Flags.ECE),
+                    ece=bool(flags & F_ECE),
                 ),
             )
         self._receive_data(seg, seq_rel, now)
@@ -924,7 +924,7 @@ class Connection:
     def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
         """The peer's data and FIN go to the receive side (`rcvq`), which reassembles them,
         keeps what the application has not read, and says when to acknowledge."""
-        fin = bool(seg.flags & Flags.FIN)
+        fin = bool(seg.flags & F_FIN)
         if not (seg.payload or fin):
             return
         answer = self.rcvq.segment(seq_rel, seg.payload, fin, now)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 
 from ..engine.receive import ACK_FIN, DelayedAck, ReceiveBuffer
-from ..segment import Flags, Options, Segment
+from ..segment import F_ACK, F_FIN, F_RST, F_SYN, Flags, Options, Segment
 from ..seq import add, diff, ge, gt, le, lt
 
 LISTEN = "LISTEN"
@@ -52,8 +52,7 @@ CLOSE_WAIT = "CLOSE-WAIT"
 LAST_ACK = "LAST-ACK"
 CLOSED = "CLOSED"
 
-# Flag tests use plain ints: `IntFlag.__and__` costs about a microsecond per call.
-_SYN, _ACK, _FIN, _RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Flags.RST)
+# Flag tests use plain ints (segment.F_*): `IntFlag.__and__` costs about a microsecond per call.
 _F_ACK, _F_SYNACK, _F_FINACK = Flags.ACK, Flags.SYN | Flags.ACK, Flags.FIN | Flags.ACK
 _F_RST, _F_RSTACK = Flags.RST, Flags.RST | Flags.ACK
 _DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
@@ -318,19 +317,19 @@ class Receiver:
             self._listen(seg, now)
             return
         if state == CLOSED:
-            if not flags & _RST:
+            if not flags & F_RST:
                 self._send_rst_for(seg)
             return
 
-        if flags & _SYN:
-            if state == SYN_RECEIVED and seg.seq == self.irs and not flags & _ACK:
+        if flags & F_SYN:
+            if state == SYN_RECEIVED and seg.seq == self.irs and not flags & F_ACK:
                 self._send_synack(now)  # the SYN-ACK was lost: the sender retransmitted its SYN
-            elif not flags & _RST:
+            elif not flags & F_RST:
                 self._send_ack(now)  # RFC 5961 §4.2: challenge ACK for any other SYN
             return
 
         ts = seg.options.ts
-        if self.ts_ok and not flags & _RST:
+        if self.ts_ok and not flags & F_RST:
             if ts is None:
                 self.no_ts_dropped += 1  # RFC 7323 §3.2
                 return
@@ -341,12 +340,12 @@ class Receiver:
 
         # RFC 9293 §3.10.7.4, first check: is the segment acceptable? (In abs offsets.)
         rb = self._rb
-        fin = flags & _FIN
+        fin = flags & F_FIN
         slen = len(seg.payload) + (1 if fin else 0)
         off = diff(seg.seq, self.rcv_nxt)
         rel = rb.rcv_nxt + off
         if not rb.acceptable(rel, slen):
-            if flags & _RST:
+            if flags & F_RST:
                 return
             if slen:
                 # Entirely old: a retransmission of data we have, D-SACKed (RFC 2883 §4), and
@@ -355,13 +354,13 @@ class Receiver:
             self._send_ack(now)
             return
 
-        if flags & _RST:
+        if flags & F_RST:
             if self.challenge_ack and off != 0:
                 self._send_ack(now)
             else:
                 self._abort(reset=True)
             return
-        if not flags & _ACK:
+        if not flags & F_ACK:
             self.ignored += 1
             return
 
@@ -406,12 +405,12 @@ class Receiver:
 
     def _listen(self, seg: Segment, now: float) -> None:
         flags = int(seg.flags)
-        if flags & _RST:
+        if flags & F_RST:
             return
-        if flags & _ACK:
+        if flags & F_ACK:
             self._send_rst_for(seg)  # RFC 9293 §3.10.7.2
             return
-        if not flags & _SYN:
+        if not flags & F_SYN:
             self.ignored += 1
             return
         o = seg.options
@@ -505,7 +504,7 @@ class Receiver:
 
     def _send_rst_for(self, seg: Segment) -> None:
         """RFC 9293 §3.10.7.1: the reset that answers a segment for no connection."""
-        if int(seg.flags) & _ACK:
+        if int(seg.flags) & F_ACK:
             rst = Segment(self.port, seg.sport, seg.ack, 0, _F_RST, 0)
         else:
             rst = Segment(self.port, seg.sport, 0, add(seg.seq, seg.seg_len), _F_RSTACK, 0)
