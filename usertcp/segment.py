@@ -122,7 +122,8 @@ class Segment:
     @property
     def seg_len(self) -> int:
         """Sequence space consumed (RFC 9293 §3.4: SYN and FIN count one each)."""
-        return len(self.payload) + bool(self.flags & Flags.SYN) + bool(self.flags & Flags.FIN)
+        flags = int(self.flags)
+        return len(self.payload) + (1 if flags & F_SYN else 0) + (1 if flags & F_FIN else 0)
 
 
 @dataclass(slots=True)

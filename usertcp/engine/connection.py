@@ -332,18 +332,23 @@ class Connection:
         return self.recovery.cwnd if self.recovery.in_recovery else int(self.cc.cwnd)
 
     def deadline(self) -> float | None:
-        times = [
-            t
-            for t in (self.rto_deadline, self.reo_deadline, self.pto_deadline, self.persist_deadline, self.tw_deadline)
-            if t is not None
-        ]
+        """The earliest time `on_timer` (or, for the pacer, `transmit`) has work to do.
+        Called by the event loop after every step, so it is written out rather than built
+        from a list."""
+        d = self.rto_deadline
+        for t in (self.reo_deadline, self.pto_deadline, self.persist_deadline, self.tw_deadline):
+            if t is not None and (d is None or t < d):
+                d = t
         if self._pacing_held:
-            release = self.pacer.next_send_time()
-            if release is not None:
-                times.append(release)
-        if self.rcvq is not None and self.rcvq.ack_deadline is not None and self.state is not State.CLOSED:
-            times.append(self.rcvq.ack_deadline)  # the delayed ACK
-        return min(times) if times else None
+            t = self.pacer.next_send_time()
+            if t is not None and (d is None or t < d):
+                d = t
+        rcvq = self.rcvq
+        if rcvq is not None and rcvq.ack_deadline is not None and self.state is not State.CLOSED:
+            t = rcvq.ack_deadline  # the delayed ACK
+            if d is None or t < d:
+                d = t
+        return d
 
     def abort(self, now: float) -> list[Transmission]:
         """Give up at once: one RST for the peer (RFC 9293 §3.10.5 ABORT), then CLOSED."""
@@ -924,7 +929,7 @@ class Connection:
     def _receive_data(self, seg: Segment, seq_rel: int, now: float) -> None:
         """The peer's data and FIN go to the receive side (`rcvq`), which reassembles them,
         keeps what the application has not read, and says when to acknowledge."""
-        fin = bool(seg.flags & F_FIN)
+        fin = bool(int(seg.flags) & F_FIN)
         if not (seg.payload or fin):
             return
         answer = self.rcvq.segment(seq_rel, seg.payload, fin, now)

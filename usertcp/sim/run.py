@@ -4,9 +4,9 @@ The loop is deterministic: the same engine, receiver, links (and seeds) give the
 for event. There are only four sources of future events — the two links' next arrivals and the
 two endpoints' deadlines — so instead of a heap of scheduled events (whose timer entries would go
 stale every time an endpoint re-arms a timer) the loop asks each source for its next time and
-jumps to the earliest. At each instant it runs to quiescence in a fixed order: pump both
-endpoints' output into the links, deliver forward arrivals to the receiver, reverse arrivals to
-the sender, fire due timers, and repeat until nothing moves.
+jumps to the earliest. At each instant it runs steps until nothing more is due: deliver forward
+arrivals to the receiver and reverse arrivals to the sender, fire due timers, then pump both
+endpoints' output into the links.
 
 Arrivals due at the same instant reach the sender as one batch before it is asked to transmit
 (as a datapath reading a burst from its socket would); the receiver builds its reply to each
@@ -97,10 +97,37 @@ def simulate(
 
     steps = 0
     reason = ""
+    first = True
     while True:
-        # Run this instant to quiescence.
-        while True:
-            steps += 1
+        # One step at instant `now`: what arrived, then what fell due, then what either end
+        # sends in answer. Transmitting last means each step calls transmit once, after every
+        # input that could have opened the window; arrivals that a zero-delay link makes due at
+        # this same instant are taken by the next step.
+        steps += 1
+        arrivals = fwd_deliver(now)
+        r_touched = first
+        if arrivals:
+            r_touched = True
+            for seg in arrivals:
+                r_receive(seg, now)
+        arrivals = rev_deliver(now)
+        c_touched = first
+        if arrivals:
+            c_touched = True
+            for seg in arrivals:
+                c_receive(seg, now)
+        d = c_deadline()
+        if d is not None and d <= now:
+            c_timer(now)
+            c_touched = True
+        d = r_deadline()
+        if d is not None and d <= now:
+            r_timer(now)
+            r_touched = True
+        first = False
+        # An endpoint changes only through its inputs, so one that got none this step has
+        # nothing new to send (what it held back for pacing comes due as a deadline).
+        if c_touched:
             for tx in c_transmit(now):
                 hdr = HEADER_BYTES + len(tx.options)
                 for seg in segments_from(tx, sport, dport):
@@ -108,47 +135,30 @@ def simulate(
                     if tr is not None:
                         tr.append((now, "fwd" if ok else "fwd-drop", seg.seq, seg.ack,
                                    int(seg.flags), len(seg.payload)))
+        if r_touched:
             for seg in r_transmit(now):
                 ok = rev_send(seg, now)
                 if tr is not None:
                     tr.append((now, "rev" if ok else "rev-drop", seg.seq, seg.ack,
                                int(seg.flags), len(seg.payload)))
-            busy = False
-            arrivals = fwd_deliver(now)
-            if arrivals:
-                busy = True
-                for seg in arrivals:
-                    r_receive(seg, now)
-            arrivals = rev_deliver(now)
-            if arrivals:
-                busy = True
-                for seg in arrivals:
-                    c_receive(seg, now)
-            d = c_deadline()
-            if d is not None and d <= now:
-                c_timer(now)
-                busy = True
-            d = r_deadline()
-            if d is not None and d <= now:
-                r_timer(now)
-                busy = True
-            evs = c_events()
-            if evs:
-                events.extend(evs)
-                timed.extend((now, ev) for ev in evs)
-            if not busy or steps >= max_events:
-                break
-        if busy:  # left the instant because of max_events, not because it went quiet
-            reason = "max_events"
-            break
+        evs = c_events()
+        if evs:
+            events.extend(evs)
+            timed.extend((now, ev) for ev in evs)
 
-        if conn.closed and receiver.closed and fwd.empty and rev.empty:
-            reason = "completed"
-            break
         nxt = None
         for t in (fwd.next_arrival(), rev.next_arrival(), c_deadline(), r_deadline()):
             if t is not None and (nxt is None or t < nxt):
                 nxt = t
+        if steps >= max_events:
+            reason = "max_events"
+            break
+        if nxt is not None and nxt <= now:
+            continue  # something is still due at this instant
+        # Quiet at `now`.
+        if conn.closed and receiver.closed and fwd.empty and rev.empty:
+            reason = "completed"
+            break
         if nxt is None:
             reason = "stall"
             break
@@ -156,11 +166,7 @@ def simulate(
             now = max(now, until)
             reason = "until"
             break
-        if steps >= max_events:
-            reason = "max_events"
-            break
-        if nxt > now:
-            now = nxt
+        now = nxt
 
     return SimResult(
         end=now,
