@@ -60,6 +60,7 @@ transmit-start-after-idle event (``CA_EVENT_TX_START``).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from ..engine.rate import RateSample
 
 __all__ = [
+    "Param",
+    "param",
     "AckSample",
     "CongestionEvent",
     "UndoEvent",
@@ -77,7 +80,7 @@ __all__ = [
     "TCP_INFINITE_SSTHRESH",
 ]
 
-API_VERSION = 2  # 2: AckSample.rate, the delivery-rate sample
+API_VERSION = 3  # 2: AckSample.rate, the delivery-rate sample; 3: cong_control, params, idle restart
 
 # RFC 6928 §2 raises the initial window to ten segments; Linux's TCP_INIT_CWND is 10 as well.
 INITIAL_WINDOW_SEGMENTS = 10
@@ -88,13 +91,84 @@ TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
+class Param:
+    """A tunable of an algorithm: what ``usertcp cc show`` lists and ``--cc-param k=v`` sets.
+
+    Declared in the class body with `param`; the class attribute is then the plain default (so
+    reading ``self.beta`` on the per-ACK path costs an attribute lookup, nothing more), and
+    ``cls.params`` maps each name to its `Param`. A value given for one connection becomes an
+    instance attribute of that connection's controller before its ``__init__`` runs.
+    """
+
+    name: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def parse(self, text: str) -> Any:
+        """A value from the command line, converted to the default's type and checked."""
+        kind = self.type
+        try:
+            if kind is bool:
+                low = text.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(text)
+                value: Any = low in ("1", "true", "yes", "on")
+            elif kind is int:
+                value = int(text, 0)
+            elif kind is float:
+                value = float(text)
+            else:
+                value = text
+        except ValueError:
+            raise ValueError(f"{self.name}: {text!r} is not a valid {kind.__name__}") from None
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        """`value` if it is within this parameter's bounds, else ValueError saying which."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.type in (int, float) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{self.name}: {value!r} is not finite")
+            if self.min is not None and value < self.min:
+                raise ValueError(f"{self.name}: {value!r} is below the minimum {self.min}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"{self.name}: {value!r} is above the maximum {self.max}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if not isinstance(value, self.type):
+            raise ValueError(f"{self.name}: {value!r} is not a {self.type.__name__}")
+        return value
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple | None = None) -> Any:
+    """Declare a tunable in a `CongestionControl` subclass body::
+
+        class Cubic(CongestionControl):
+            beta_cubic = param(0.7, "multiplicative decrease factor (RFC 9438 §4.6)", min=0.0, max=1.0)
+
+    The type is the default's (bool, int, float or str)."""
+    return Param("", default, help, min, max, choices)
+
+
+@dataclass(frozen=True, slots=True)
 class AckSample:
-    """One ACK that advanced snd_una (a cumulative "new ACK"), seen outside loss recovery."""
+    """One ACK: for `on_ack`, one that advanced snd_una outside loss recovery; for
+    `cong_control`, any ACK that delivered data (cumulatively or by SACK) or marked a loss."""
 
     now: float
     """Seconds, virtual or monotonic; only differences matter."""
     acked_bytes: int
-    """Bytes newly acknowledged by this ACK (RFC 3465's bytes_acked for this ACK)."""
+    """Bytes newly acknowledged cumulatively by this ACK (RFC 3465's bytes_acked for this
+    ACK); 0 for an ACK that only SACKed (which only `cong_control` sees)."""
     rtt: float | None
     """The RTT sample this ACK produced (s), or None when Karn's rule allowed none."""
     srtt: float | None
@@ -116,6 +190,17 @@ class AckSample:
     """The ACK carried ECE (RFC 3168 §6.1.3): the receiver saw a CE mark. A controller that
     counts marks per byte acknowledged (DCTCP, RFC 8257 §3.3) reads it here; the window
     reduction itself arrives once per window as ``on_congestion_event(cause="ecn")``. API 2."""
+    sacked_bytes: int = 0
+    """Bytes this ACK newly SACKed (above snd_una). With `acked_bytes` it is what the ACK
+    delivered (RFC 6937's DeliveredData). API 3."""
+    lost_bytes: int = 0
+    """Bytes the loss detector marked lost while processing this ACK (Linux ``rs->losses``). API 3."""
+    in_recovery: bool = False
+    """The engine is in loss recovery (fast recovery or after a timeout) after this ACK; only
+    `cong_control` sees such ACKs. API 3."""
+    delivered_total: int = 0
+    """Bytes delivered (cumulatively or by SACK) over the connection so far (Linux
+    ``tp->delivered``, in bytes): the clock BBR counts rounds with. API 3."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +251,36 @@ class CongestionControl(ABC):
 
     api_version: ClassVar[int] = API_VERSION
 
+    params: ClassVar[dict[str, Param]] = {}
+    """The algorithm's tunables by name, inherited ones included (see `param`)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__.lower()
+        params = dict(cls.params)
+        for attr, value in list(cls.__dict__.items()):
+            if isinstance(value, Param):
+                declared = Param(attr, value.default, value.help, value.min, value.max, value.choices)
+                declared.check(declared.default)
+                params[attr] = declared
+                setattr(cls, attr, value.default)  # reads on the hot path see a plain value
+        cls.params = params
+
+    @classmethod
+    def create(cls, mss: int, now: float = 0.0, params: dict[str, Any] | None = None) -> "CongestionControl":
+        """A controller with some parameters set for this connection only. Values may be strings
+        (from ``--cc-param``), parsed by each `Param`, or values of the parameter's type. They
+        are in place before ``__init__`` runs, so an algorithm may derive its state from them."""
+        obj = cls.__new__(cls)
+        for key, value in (params or {}).items():
+            p = cls.params.get(key)
+            if p is None:
+                known = ", ".join(sorted(cls.params)) or "none"
+                raise ValueError(f"{cls.name} has no parameter {key!r} (it has: {known})")
+            setattr(obj, key, p.parse(value) if isinstance(value, str) else p.check(value))
+        obj.__init__(mss, now)
+        return obj
 
     def __init__(self, mss: int, now: float = 0.0) -> None:
         """``tcp_congestion_ops.init``: the state of a new connection.
@@ -185,6 +296,10 @@ class CongestionControl(ABC):
         self.cwnd: int = INITIAL_WINDOW_SEGMENTS * mss
         self.ssthresh: int = TCP_INFINITE_SSTHRESH
         self.pacing_rate: float | None = None
+        self.send_quantum: int | None = None
+        """Largest burst (GSO super-segment) in bytes the engine may send at once, or None to
+        let the engine choose (about 1 ms at the pacing rate, Linux's tcp_tso_autosize).
+        Linux: ``tso_segs_goal`` / ``min_tso_segs``. API 3."""
 
     # ------------------------------------------------------------------ hooks
 
@@ -204,6 +319,36 @@ class CongestionControl(ABC):
         runs NewReno fast recovery (RFC 6582 §3.2) from that ssthresh; until `on_recovery_exit`
         the window in force is the engine's inflated one, whatever ``cwnd`` says.
         """
+
+    cong_control: ClassVar[Any] = None
+    """``tcp_congestion_ops.cong_control``: a controller that defines a method
+    ``cong_control(self, ack: AckSample) -> None`` takes the window over entirely (API 3).
+
+    The engine then calls it for every ACK that delivered data or marked losses -- in recovery
+    too, with ``ack.in_recovery`` set -- instead of `on_ack`, and the window in force is always
+    ``cwnd``: the engine's own recovery windows (PRR, NewReno's inflation) step aside, as Linux's
+    tcp_cong_control() skips tcp_cwnd_reduction() when cong_control is set. Loss detection and
+    what to resend stay the engine's; `on_congestion_event`, `on_recovery_exit`, `on_rto` and
+    `on_undo` still mark the episodes. Model-based algorithms (BBR) need this; window-based ones
+    use `on_ack`."""
+
+    def on_idle_restart(self, now: float, idle: float, rto: float) -> None:
+        """``cwnd_event(CA_EVENT_TX_START)`` with the restart of RFC 5681 §4.1: the sender is
+        about to send after ``idle`` seconds with nothing in flight (API 3).
+
+        Called when the idle time exceeds ``rto``, the retransmission timeout in force. Default, as Linux's
+        tcp_cwnd_restart() with tcp_slow_start_after_idle=1: ssthresh keeps the current window's
+        worth (max(ssthresh, 3/4 cwnd)), and cwnd halves for every RTO of idleness, not below
+        the restart window min(IW, cwnd). CUBIC also moves its epoch on by the idle time; BBR
+        restarts from its bandwidth estimate instead.
+        """
+        restart = min(INITIAL_WINDOW_SEGMENTS * self.mss, self.cwnd)
+        self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+        cwnd, left = self.cwnd, idle - rto
+        while left > 0 and cwnd > restart and rto > 0:
+            cwnd //= 2
+            left -= rto
+        self.cwnd = max(cwnd, restart)
 
     def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
         """Fast recovery ended with a full acknowledgment (RFC 6582 §3.2 step 3).

@@ -51,9 +51,17 @@ def available() -> list[str]:
     return sorted(set(BUILTINS) | set(_entry_points()))
 
 
-def load(spec: str | type[CongestionControl], mss: int, now: float = 0.0) -> CongestionControl:
-    """A new controller for a connection with SMSS ``mss``, created at time ``now``."""
-    return resolve(spec)(mss, now)
+def load(spec: str | type[CongestionControl], mss: int, now: float = 0.0,
+         params: dict | None = None) -> CongestionControl:
+    """A new controller for a connection with SMSS ``mss``, created at time ``now``, with
+    `params` (name -> value or string, see `usertcp.cc.api.param`) set for it alone."""
+    cls = resolve(spec)
+    if not params:
+        return cls(mss, now)
+    try:
+        return cls.create(mss, now, params)
+    except ValueError as exc:
+        raise CCLoadError(f"congestion control {cls.name!r}: {exc}") from exc
 
 
 def resolve(spec: str | type[CongestionControl]) -> type[CongestionControl]:
