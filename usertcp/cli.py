@@ -204,18 +204,43 @@ def send_summary(result) -> dict:
     }
 
 
-def cmd_send(args) -> int:
-    _require_root()
+def cc_params(args) -> dict[str, str]:
+    """``--cc-param k=v`` options as a dict, checked against the controller's parameters now,
+    so a typo fails before the lab is touched."""
     from .cc import registry
 
+    params: dict[str, str] = {}
+    for item in args.cc_param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--cc-param {item!r}: expected NAME=VALUE (see `usertcp cc show {args.cc}`)")
+        params[key.strip()] = value.strip()
     try:
-        registry.resolve(args.cc)
+        registry.load(args.cc, 1448, 0.0, params)
     except registry.CCLoadError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{exc} (see `usertcp cc show {args.cc}`)" if params else str(exc)) from None
+    return params
+
+
+def cmd_send(args) -> int:
+    _require_root()
+    from .cc.log import CcLogWriter
+
+    params = cc_params(args)
     ns = _namespace(args, "snd")
     source = make_source(args)
-    result = run_send(args.remote, source, args.cc, ns, quiet=args.quiet or args.json, sport=args.sport,
-                      ecn=args.ecn, pacing=args.pacing)
+    log = None
+    if args.cc_log:
+        try:
+            log = CcLogWriter(args.cc_log, meta={"cc": args.cc, "params": params, "remote": list(args.remote)})
+        except OSError as exc:
+            raise UserError(f"cannot write --cc-log {args.cc_log}: {exc.strerror}") from None
+    try:
+        result = run_send(args.remote, source, args.cc, ns, quiet=args.quiet or args.json, sport=args.sport,
+                          ecn=args.ecn, pacing=args.pacing, cc_params=params, cc_log=log)
+    finally:
+        if log is not None:
+            log.close()
     summary = send_summary(result)
     if args.json:
         print(json.dumps(summary))
@@ -264,7 +289,7 @@ def cmd_serve(args) -> int:
 
     def go() -> int:
         try:
-            server = Server(args.root, args.port, ip=args.bind, cc=args.cc, netns=ns,
+            server = Server(args.root, args.port, ip=args.bind, cc=args.cc, cc_params=cc_params(args), netns=ns,
                             idle_timeout=args.idle_timeout, ecn=args.ecn, pacing=args.pacing)
         except (ServeError, GateError) as exc:
             raise UserError(str(exc)) from None
@@ -304,9 +329,61 @@ def cmd_serve(args) -> int:
 def cmd_cc(args) -> int:
     from .cc import registry
 
-    for name in registry.available():
-        print(name)
+    if args.action == "list":
+        rows = []
+        for name in registry.available():
+            try:
+                cls = registry.resolve(name)
+                rows.append((name, _first_line(cls.__doc__)))
+            except registry.CCLoadError as exc:
+                rows.append((name, f"(cannot load: {exc})"))
+        width = max(len(n) for n, _ in rows)
+        for name, doc in rows:
+            print(f"{name:<{width}}  {doc}")
+        return 0
+    if not args.name:
+        raise UserError("usertcp cc show NAME: which controller? (`usertcp cc list`)")
+    try:
+        cls = registry.resolve(args.name)
+    except registry.CCLoadError as exc:
+        raise UserError(str(exc)) from None
+    info = {
+        "name": cls.name,
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "api_version": cls.api_version,
+        "owns_window": callable(getattr(cls, "cong_control", None)),
+        "summary": _first_line(cls.__doc__),
+        "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "min": p.min,
+                    "max": p.max, "choices": list(p.choices) if p.choices else None, "help": p.help}
+                   for p in cls.params.values()],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['name']}  ({info['class']}, API {info['api_version']})")
+    print(f"  {info['summary']}")
+    if info["owns_window"]:
+        print("  owns the window (cong_control): sees every ACK, recovery included")
+    if not info["params"]:
+        print("  no parameters")
+        return 0
+    print("  parameters (--cc-param NAME=VALUE):")
+    for p in info["params"]:
+        bounds = []
+        if p["min"] is not None:
+            bounds.append(f">= {p['min']}")
+        if p["max"] is not None:
+            bounds.append(f"<= {p['max']}")
+        if p["choices"]:
+            bounds.append("one of " + ", ".join(map(str, p["choices"])))
+        extra = f" ({'; '.join(bounds)})" if bounds else ""
+        print(f"    {p['name']} = {p['default']!r}  [{p['type']}]{extra}")
+        print(f"        {p['help']}")
     return 0
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
 
 
 def cmd_demo(args) -> int:
@@ -337,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--bytes", type=parse_size, help="send N bytes of a deterministic pattern (e.g. 256MiB)")
     s.add_argument("--seed", type=int, default=0, help="pattern seed (with --bytes)")
     s.add_argument("--cc", default="cubic", help="congestion control: a name (`usertcp cc list`) or path/to/plugin.py[:Class]")
+    _cc_param_arg(s)
+    s.add_argument("--cc-log", metavar="FILE", help="write the controller's state per ACK as JSON lines")
     s.add_argument("--sport", type=int, default=0, help="local port (default: any free one)")
     s.add_argument("--ecn", action="store_true", help="request ECN (RFC 3168) in the handshake")
     s.add_argument("--pacing", action="store_true",
@@ -357,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--root", required=True, help="directory to serve (GET/HEAD, Range, keep-alive)")
     v.add_argument("--bind", help="address to serve on (default: the namespace's only IPv4 address)")
     v.add_argument("--cc", default="cubic", help="congestion control for every connection")
+    _cc_param_arg(v)
     v.add_argument("--ecn", action="store_true", help="accept ECN (RFC 3168) when a client asks for it")
     v.add_argument("--pacing", action="store_true", help="pace at Linux's default rate (tcp_update_pacing_rate)")
     v.add_argument("--idle-timeout", type=float, default=60.0, help="close keep-alive connections idle this long (s)")
@@ -378,9 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("cc", help="congestion-control plugins")
-    c.add_argument("action", choices=["list"])
+    c.add_argument("action", choices=["list", "show"])
+    c.add_argument("name", nargs="?", help="with show: a name, module:Class or path/to/file.py[:Class]")
+    c.add_argument("--json", action="store_true", help="with show: as JSON")
     c.set_defaults(func=cmd_cc)
     return p
+
+
+def _cc_param_arg(parser) -> None:
+    parser.add_argument("--cc-param", action="append", metavar="NAME=VALUE",
+                        help="set a parameter of the controller (repeatable; `usertcp cc show NAME` lists them)")
 
 
 def main(argv: list[str] | None = None) -> int:

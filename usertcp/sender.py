@@ -94,6 +94,8 @@ def send(
     gso_max: int = 65536,
     ecn: bool = False,
     pacing: bool = False,
+    cc_params: dict | None = None,
+    cc_log: Callable[[dict], None] | None = None,
 ) -> SendResult:
     """Run one transfer to completion (or error) and return what happened."""
     try:
@@ -102,7 +104,7 @@ def send(
         raise SendError(f"unreachable peer {remote[0]}: {exc}") from exc
     netns = netns if netns is not None else current_netns()
     try:
-        cc_obj = registry.load(cc, mss=path_mss(), now=time.monotonic())
+        cc_obj = registry.load(cc, mss=path_mss(), now=time.monotonic(), params=cc_params)
     except ValueError as exc:
         raise SendError(str(exc)) from exc
     reservation = reserve_port(path.src_ip, sport)
@@ -119,7 +121,7 @@ def send(
         maps.register(local, remote, dp.cookie, iss)
         now = time.monotonic()
         conn = Connection(local, remote, cc_obj, source, iss=iss, now=now, time_wait=time_wait,
-                          syn_retries=syn_retries, gso_max=gso_max, ecn=ecn, pacing=pacing)
+                          syn_retries=syn_retries, gso_max=gso_max, ecn=ecn, pacing=pacing, cc_log=cc_log)
         loop = EventLoop(dp)
         flow = loop.add(conn, FrameBuilder(path.src_mac, path.dst_mac, local, remote))
         result = SendResult(conn, started=now)

@@ -84,16 +84,16 @@ class Server:
     """Serve `root` on (ip, port) until `stop()` or the time limit. See the module docstring."""
 
     def __init__(self, root: str | os.PathLike, port: int, *, ip: str | None = None, cc: str = "cubic",
-                 netns: str | None = None, idle_timeout: float = 60.0, time_wait: float = 1.0,
+                 cc_params: dict | None = None, netns: str | None = None, idle_timeout: float = 60.0, time_wait: float = 1.0,
                  ecn: bool = False, pacing: bool = False, clock: Callable[[], float] = time.monotonic):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise ServeError(f"--root {root!r} is not a directory")
         try:
-            registry.resolve(cc)
+            registry.load(cc, 1448, 0.0, cc_params)  # a bad name or parameter fails here, not per client
         except ValueError as exc:
             raise ServeError(str(exc)) from exc
-        self.root, self.cc = root, cc
+        self.root, self.cc, self.cc_params = root, cc, cc_params
         self.idle_timeout, self.time_wait = idle_timeout, time_wait
         self.engine = {"ecn": ecn, "pacing": pacing}
         self.clock = clock
@@ -136,7 +136,7 @@ class Server:
         except RouteError:
             self.stats.syn_without_flow += 1
             return
-        cc = registry.load(self.cc, mss=path_mss(), now=now)
+        cc = registry.load(self.cc, mss=path_mss(), now=now, params=self.cc_params)
         app = HttpConnection.accept(seg, now, self.local, remote, cc, self.root, iss=secrets.randbits(32),
                                     idle_timeout=self.idle_timeout, time_wait=self.time_wait, **self.engine)
         self.loop.add(app.conn, FrameBuilder(path.src_mac, path.dst_mac, self.local, remote), app=app)

@@ -60,6 +60,7 @@ transmit-start-after-idle event (``CA_EVENT_TX_START``).
 
 from __future__ import annotations
 
+import difflib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -277,7 +278,9 @@ class CongestionControl(ABC):
             p = cls.params.get(key)
             if p is None:
                 known = ", ".join(sorted(cls.params)) or "none"
-                raise ValueError(f"{cls.name} has no parameter {key!r} (it has: {known})")
+                close = difflib.get_close_matches(key, cls.params, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ValueError(f"{cls.name} has no parameter {key!r}{hint} (it has: {known})")
             setattr(obj, key, p.parse(value) if isinstance(value, str) else p.check(value))
         obj.__init__(mss, now)
         return obj

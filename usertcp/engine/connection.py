@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from time import perf_counter
 from enum import Enum
 from typing import Any
 
 from .. import seq as wire
+from ..cc import guard
 from ..cc.api import AckSample, CongestionControl, CongestionEvent, UndoEvent
 from ..segment import F_ACK, F_CWR, F_ECE, F_FIN, F_RST, F_SYN, OPT_NOP, OPT_TIMESTAMP, Flags, Options, Segment, Transmission
 from ..sources import Source
@@ -94,6 +96,9 @@ class Event:
     value: Any = None
 
 
+_PER_ACK_HOOKS = frozenset({"on_ack", "cong_control", "on_mss_change"})
+
+
 class Connection:
     """A TCP sender for one source. See the module docstring for what it implements."""
 
@@ -121,11 +126,19 @@ class Connection:
         loss_detection: str = "rack",
         pacing: bool = False,
         ecn: bool = False,
+        cc_time_limit: float = guard.DEFAULT_TIME_LIMIT,
+        cc_log: Any = None,
     ) -> None:
         if loss_detection not in LOSS_DETECTORS:
             raise ValueError(f"loss_detection must be one of {', '.join(LOSS_DETECTORS)}, not {loss_detection!r}")
         self.local, self.remote = local, remote
-        self.cc = cc
+        self._set_cc(cc)
+        self.cc_time_limit = cc_time_limit
+        self.cc_log = cc_log
+        """Called with one dict per ACK with news and per congestion event: the controller's
+        window, pacing rate and own `state()`, with the engine's RTT, in-flight and recovery
+        state (see `_log_cc`). None: no log, no cost."""
+        guard.WATCHDOG.start()
         self.source = source
         self.iss = iss & MASK
         self.irs = 0
@@ -216,6 +229,9 @@ class Connection:
         # retransmission, 2 while new data probes whether the timeout was genuine, 0 when off.
         self.frto = 0
         self.undos = 0
+        self.cc_faults = 0  # hooks that failed (the controller was replaced by NewReno)
+        self._last_data_sent: float | None = None  # Linux's lsndtime, for the idle restart
+        self._idle_reported: float | None = None
         # Pacing (Linux's internal pacing, tcp_output.c): at the controller's pacing_rate when it
         # sets one, else, with pacing=True, at tcp_update_pacing_rate()'s default. The pacer also
         # sizes super-segments to ~1 ms of data (tcp_tso_autosize) so that paced sending is smooth.
@@ -325,8 +341,16 @@ class Connection:
         return self.prr is not None or self.in_loss or self.recovery.in_recovery or self.rtx_next is not None
 
     @property
+    def _prr_paces(self) -> bool:
+        """PRR's sndcnt is the sending budget: in SACK fast recovery, unless the controller
+        owns the window (cong_control)."""
+        return self.prr is not None and not self._cc_owns_window
+
+    @property
     def cwnd(self) -> int:
         """The window in force: NewReno's inflated one during fast recovery, else the CC's."""
+        if self._cc_owns_window:
+            return int(self.cc.cwnd)  # cong_control: the controller's window, in recovery too
         if self.prr is not None:
             return self.pipe + self.sndcnt  # PRR (RFC 6937): what may be in flight after this ACK
         return self.recovery.cwnd if self.recovery.in_recovery else int(self.cc.cwnd)
@@ -453,7 +477,9 @@ class Connection:
         window_changed = window != self.snd_wnd
         self._update_window(seq_rel, ack_rel, window)
         blocks = self._sack_blocks(opts)
-        delivered_before = self.scoreboard.sacked_bytes + self.snd_una
+        sacked_before = self.scoreboard.sacked_bytes
+        snd_una_before = self.snd_una
+        delivered_before = sacked_before + snd_una_before
         advanced = ack_rel > self.snd_una
         prior_in_flight = self.pipe
         result = self.scoreboard.on_ack(max(ack_rel, self.snd_una), blocks, now) if advanced or blocks else None
@@ -492,24 +518,33 @@ class Connection:
             )
         if self.ecn_ok and flags & F_ECE and self._ecn_reduce(now):
             acked_for_cc = None  # the reducing ACK grows nothing (Linux: CWR state, no cong_avoid)
-        if acked_for_cc is not None and self.prr is None and self.state is not State.CLOSED:
+        if self.state is not State.CLOSED and (
+            (acked_for_cc is not None and self.prr is None) or (self._cc_owns_window and result is not None)
+        ):
             # Window growth comes last and only outside recovery (Linux's tcp_cong_control():
-            # cong_avoid in the Open state, PRR's reduction while recovering).
-            self._cc_call(
-                "on_ack",
-                AckSample(
-                    now=now,
-                    acked_bytes=acked_for_cc,
-                    rtt=self.rtt.latest_rtt,
-                    srtt=self.rtt.srtt,
-                    min_rtt=self.rtt.min_rtt,
-                    bytes_in_flight=self.pipe,
-                    mss=self.send_mss,
-                    app_limited=self._app_limited(),
-                    rate=self.rate_sample,
-                    ece=bool(flags & F_ECE),
-                ),
+            # cong_avoid in the Open state, PRR's reduction while recovering) -- unless the
+            # controller owns the window (cong_control), which then sees every ACK with news.
+            rs = self.rate_sample
+            acked = max(0, min(ack_rel, self.data_end) - max(snd_una_before, 1))
+            sample = AckSample(
+                now=now,
+                acked_bytes=acked_for_cc if acked_for_cc is not None else acked,
+                rtt=self.rtt.latest_rtt,
+                srtt=self.rtt.srtt,
+                min_rtt=self.rtt.min_rtt,
+                bytes_in_flight=self.pipe,
+                mss=self.send_mss,
+                app_limited=self._app_limited(),
+                rate=rs,
+                ece=bool(flags & F_ECE),
+                sacked_bytes=max(0, self.scoreboard.sacked_bytes - sacked_before),
+                lost_bytes=rs.losses if rs is not None and result is not None else 0,
+                in_recovery=self.recovering,
+                delivered_total=self.rate.delivered,
             )
+            self._cc_call("cong_control" if self._cc_owns_window else "on_ack", sample)
+        if self.cc_log is not None and result is not None and self.state is not State.CLOSED:
+            self._log_cc("ack", now)
         self._receive_data(seg, seq_rel, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -1096,6 +1131,8 @@ class Connection:
             self._go_back_n(out, now)
         new_before = self.snd_nxt
         if self.rtx_next is None and state in _CAN_SEND:
+            if self.snd_nxt == self.snd_una and self.data_end > self.snd_nxt:
+                self._restart_after_idle(now)
             self._send_new(out, now)
         if self._probe_due:
             self._probe_due = False
@@ -1120,6 +1157,17 @@ class Connection:
             )
         self._arm_persist(now)
         return out
+
+    def _restart_after_idle(self, now: float) -> None:
+        """New data is about to leave with nothing in flight: tell the controller how long the
+        sender was idle (Linux's CA_EVENT_TX_START, with tcp_cwnd_restart() as the hook's
+        default), once per idle period. Not before the first data, and not when the peer's
+        window, not the application, kept us idle."""
+        last = self._last_data_sent
+        if last is None or self._idle_reported == last or self.snd_wnd == 0:
+            return
+        self._idle_reported = last
+        self._cc_call("on_idle_restart", now, now - last, self.rtt.rto)
 
     def _update_pacing_rate(self) -> None:
         rate = self.cc.pacing_rate
@@ -1175,7 +1223,7 @@ class Connection:
         max_payload = self._max_payload()
         rule3 = self.rack is None and self.prr is not None
         while True:
-            budget = self.sndcnt if self.prr is not None else self.cwnd - self.pipe
+            budget = self.sndcnt if self._prr_paces else self.cwnd - self.pipe
             if not (budget >= mss or (budget > 0 and self.pipe == 0)):
                 break
             limit = max(mss, min(max_payload, budget - budget % mss))
@@ -1192,7 +1240,7 @@ class Connection:
 
     def _usable(self) -> int:
         """Bytes of new sequence space we may send now: min(cwnd, peer window) minus in flight."""
-        by_cwnd = self.sndcnt if self.prr is not None else self.cwnd - self.pipe
+        by_cwnd = self.sndcnt if self._prr_paces else self.cwnd - self.pipe
         by_rwnd = self.snd_una + self.snd_wnd - self.snd_nxt
         return min(by_cwnd, by_rwnd)
 
@@ -1202,6 +1250,9 @@ class Connection:
         opt = TS_OPTION_LEN if self.ts_ok else 0
         limit = min(self.gso_max, GSO_MAX_IP_LEN - IPV4_TCP_HEADERS - opt)
         limit = max(self.send_mss, limit - limit % self.send_mss)
+        quantum = self.cc.send_quantum
+        if quantum is not None:  # the controller's own choice (Linux: ca_ops->tso_segs)
+            return max(self.send_mss, min(limit, quantum - quantum % self.send_mss))
         if self.pacer.rate is not None:
             return self.pacer.burst_bytes(limit, self.rtt.min_rtt)
         return limit
@@ -1262,6 +1313,7 @@ class Connection:
         self.scoreboard.send(start, start + n, now, rate=self.rate.on_send(now, start - self.snd_una, size=n))
         self.snd_nxt += n
         self.bytes_sent += n
+        self._last_data_sent = now
         return tx
 
     def _retransmit(self, start: int, limit: int, now: float) -> Transmission:
@@ -1282,6 +1334,7 @@ class Connection:
         self.scoreboard.mark_retransmitted(start, start + span, now, rate=snapshot)
         self.bytes_sent += n
         self.bytes_retrans += n
+        self._last_data_sent = now
         return tx
 
     def _go_back_n(self, out: list[Transmission], now: float) -> None:
@@ -1394,33 +1447,75 @@ class Connection:
 
     # ------------------------------------------------------------------ congestion control
 
+    def _set_cc(self, cc: CongestionControl) -> None:
+        self.cc = cc
+        # A controller with cong_control owns the window in recovery too (API 3).
+        self._cc_owns_window = callable(getattr(cc, "cong_control", None))
+
     def _cc_call(self, hook: str, *args) -> None:
-        """Call a plugin hook; a plugin that raises (or answers nonsense) is replaced by NewReno
-        carrying over its window, so a bug in an experiment never costs data."""
+        """Call a plugin hook under the guard (`usertcp.cc.guard`): a hook that raises, answers
+        nonsense or overruns `cc_time_limit` is replaced by NewReno carrying over its window, so
+        a bug in an experiment never costs data or hangs the connection."""
+        wd = guard.WATCHDOG
         try:
+            t0 = perf_counter()
+            wd.deadline = t0 + self.cc_time_limit
             getattr(self.cc, hook)(*args)
-            cwnd, ssthresh = self.cc.cwnd, self.cc.ssthresh
-            if not (cwnd >= 1 and ssthresh >= 1):
-                raise ValueError(f"cwnd={cwnd!r} ssthresh={ssthresh!r} after {hook}")
-            rate = self.cc.pacing_rate
-            if rate is not None and not rate > 0:
-                raise ValueError(f"pacing_rate={rate!r} after {hook}")
-        except Exception as exc:  # noqa: BLE001 - any plugin failure is contained here
-            from ..cc.newreno import NewReno
+            wd.deadline = 0.0
+            took = perf_counter() - t0
+            guard.check_answer(self.cc, hook)
+            if took > self.cc_time_limit:
+                raise TimeoutError(f"{hook} took {took:.3f} s, over the {self.cc_time_limit} s limit")
+        except (Exception, guard.HookTimeout) as exc:  # noqa: BLE001 - any plugin failure is contained here
+            wd.deadline = 0.0
+            self._cc_failed(hook, args, exc)
+            return
+        if self.cc_log is not None and hook not in _PER_ACK_HOOKS:
+            self._log_cc(hook, args[0])  # an episode; `receive` logs every ACK with news
 
-            failed = self.cc
-            now = args[0].now if hasattr(args[0], "now") else (args[0] if isinstance(args[0], float) else 0.0)
-            fallback = NewReno(self.send_mss, now)
-            fallback.cwnd = _sane(getattr(failed, "cwnd", None), fallback.cwnd, self.send_mss)
-            fallback.ssthresh = _sane(getattr(failed, "ssthresh", None), fallback.ssthresh, 2 * self.send_mss)
-            self.cc = fallback
-            name = getattr(failed, "name", type(failed).__name__)
-            self._events.append(Event("cc_error", now, f"{name}.{hook}: {exc!r}; falling back to newreno"))
+    def _cc_failed(self, hook: str, args: tuple, exc: BaseException) -> None:
+        failed = self.cc
+        arg = args[0] if args else None
+        now = arg.now if hasattr(arg, "now") else (arg if isinstance(arg, float) else 0.0)
+        self._set_cc(guard.fallback(failed, self.send_mss, now))
+        name = getattr(failed, "name", type(failed).__name__)
+        guard.log_once(name, hook, exc)
+        self.cc_faults += 1
+        self._events.append(Event("cc_error", now, f"{name}.{hook}: {exc!r}; falling back to newreno"))
 
+    def _log_cc(self, hook: str, arg: Any) -> None:
+        """One record for the trace tool: what the controller decided after `hook`, next to what
+        the engine saw. A controller whose `state()` fails is logged without it."""
+        cc = self.cc
+        now = arg.now if hasattr(arg, "now") else arg
+        rs = self.rate_sample
+        record = {
+            "t": now,
+            "event": hook,
+            "cc": cc.name,
+            "cwnd": cc.cwnd,
+            "ssthresh": cc.ssthresh,
+            "pacing_rate": cc.pacing_rate,
+            "window": self.cwnd,
+            "in_flight": self.pipe,
+            "srtt": self.rtt.srtt,
+            "min_rtt": self.rtt.min_rtt,
+            "rtt": self.rtt.latest_rtt,
+            "delivery_rate": rs.delivery_rate if rs is not None else None,
+            "delivered": self.rate.delivered,
+            "lost": self.scoreboard.lost_total,
+            "recovery": self._recovery_state(),
+        }
+        try:
+            record.update(cc.state())
+        except Exception:  # noqa: BLE001 - a trace must not cost the transfer
+            pass
+        self.cc_log(record)
 
-def _sane(value, default: int, floor: int) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return default
-    return v if v >= floor else default
+    def _recovery_state(self) -> str:
+        """Linux's congestion-avoidance state names (tcp_ca_state) for what the engine is doing."""
+        if self.in_loss or self.rtx_next is not None:
+            return "loss"
+        if self.prr is not None or self.recovery.in_recovery:
+            return "recovery"
+        return "open"
