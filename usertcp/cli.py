@@ -383,7 +383,9 @@ def cmd_cc(args) -> int:
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+    """A docstring's first paragraph, on one line."""
+    para = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in para.splitlines())
 
 
 def cmd_demo(args) -> int:

@@ -477,6 +477,7 @@ class Connection:
         window_changed = window != self.snd_wnd
         self._update_window(seq_rel, ack_rel, window)
         blocks = self._sack_blocks(opts)
+        rtt_samples_before = self.rtt.samples
         sacked_before = self.scoreboard.sacked_bytes
         snd_una_before = self.snd_una
         delivered_before = sacked_before + snd_una_before
@@ -529,7 +530,7 @@ class Connection:
             sample = AckSample(
                 now=now,
                 acked_bytes=acked_for_cc if acked_for_cc is not None else acked,
-                rtt=self.rtt.latest_rtt,
+                rtt=self.rtt.latest_rtt if self.rtt.samples != rtt_samples_before else None,
                 srtt=self.rtt.srtt,
                 min_rtt=self.rtt.min_rtt,
                 bytes_in_flight=self.pipe,

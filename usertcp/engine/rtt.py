@@ -25,11 +25,13 @@ class RttEstimator:
     min_rtt: float | None = None
     latest_rtt: float | None = None
     backoff: int = 0  # number of consecutive doublings (RFC 6298 §5.5)
+    samples: int = 0  # measurements taken: tells whether an ACK produced one
 
     def sample(self, r: float) -> None:
         """Fold one measurement R into SRTT and RTTVAR (RFC 6298 §2.2, §2.3)."""
         r = max(r, self.granularity)
         self.latest_rtt = r
+        self.samples += 1
         if self.min_rtt is None or r < self.min_rtt:
             self.min_rtt = r
         if self.srtt is None:
