@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "usertcp.cc"
 BUILTINS: dict[str, str] = {
     "newreno": "usertcp.cc.newreno:NewReno",
     "cubic": "usertcp.cc.cubic:Cubic",
+    "bbr": "usertcp.cc.bbr:Bbr",
     "vegas": "usertcp.cc.vegas:Vegas",
     "dctcp": "usertcp.cc.dctcp:Dctcp",
     "fixed-window": "usertcp.cc.fixed:FixedWindow",
