@@ -103,10 +103,9 @@ class FixedRate(_Constant):
     """pacing_rate = ``rate`` (given in bits/s), whatever happens; the window only caps the
     damage when the path is slower than the rate.
 
-    The rate counts what the engine's pacer books for each transmission: IP packets, i.e.
-    payload plus the IP and TCP headers of each wire segment (what the fq qdisc would count; see
-    `usertcp.engine.pacing`), not the Ethernet framing and not payload alone. With 1448-byte segments and timestamps a segment is 1500
-    bytes of IP packet, so goodput is rate * 1448/1500 (96.5%).
+    The rate counts what the engine's pacer books for each transmission: payload bytes, as
+    Linux's EDT pacing does (see `Connection._on_sent`). So goodput is the rate; the IP packets
+    carry 1500/1448 of it (3.6% more) with 1448-byte segments and timestamps.
 
     The window must not be what limits sending, but neither should it be unbounded: a rate above
     what the path carries would then fill every queue on it. With ``window = 0`` (the default)
@@ -119,7 +118,7 @@ class FixedRate(_Constant):
 
     name = "fixed-rate"
 
-    rate = param(10e6, "pacing rate in bits/s of IP packets (payload plus IP and TCP headers)",
+    rate = param(10e6, "pacing rate in bits/s of payload (goodput)",
                  min=1.0, max=1e13)
     window = param(0, "cwnd in bytes; 0: 2 * rate * min_rtt (at least the initial window)", min=0)
 

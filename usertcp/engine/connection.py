@@ -1133,7 +1133,8 @@ class Connection:
         new_before = self.snd_nxt
         if self.rtx_next is None and state in _CAN_SEND:
             if self.snd_nxt == self.snd_una and self.data_end > self.snd_nxt:
-                self._restart_after_idle(now)
+                if self._restart_after_idle(now):
+                    self._update_pacing_rate()  # the controller may have set a new rate
             self._send_new(out, now)
         if self._probe_due:
             self._probe_due = False
@@ -1159,16 +1160,17 @@ class Connection:
         self._arm_persist(now)
         return out
 
-    def _restart_after_idle(self, now: float) -> None:
+    def _restart_after_idle(self, now: float) -> bool:
         """New data is about to leave with nothing in flight: tell the controller how long the
         sender was idle (Linux's CA_EVENT_TX_START, with tcp_cwnd_restart() as the hook's
         default), once per idle period. Not before the first data, and not when the peer's
         window, not the application, kept us idle."""
         last = self._last_data_sent
         if last is None or self._idle_reported == last or self.snd_wnd == 0:
-            return
+            return False
         self._idle_reported = last
         self._cc_call("on_idle_restart", now, now - last, self.rtt.rto)
+        return True
 
     def _update_pacing_rate(self) -> None:
         rate = self.cc.pacing_rate
@@ -1187,11 +1189,12 @@ class Connection:
         return False
 
     def _on_sent(self, tx: Transmission, now: float) -> None:
-        """Book a data transmission with the pacer: payload plus one set of headers per wire
-        segment (what the fq qdisc would count)."""
+        """Book a data transmission with the pacer: its payload bytes, as Linux's EDT pacing
+        books ``skb->len`` of the write-queue skb (headers are pushed on the clone that is sent)
+        in tcp_update_skb_after_send(). So a pacing rate is a rate of payload, the unit BBR's
+        bandwidth estimate and Linux's default rate are in; the wire carries ~3.5% more."""
         if self.pacer.rate is not None:
-            segs = -(-tx.length // self.send_mss) if tx.length else 1
-            self.pacer.on_send(now, tx.length + segs * (IPV4_TCP_HEADERS + len(tx.options)))
+            self.pacer.on_send(now, tx.length)
 
     def _send_probe(self, out: list[Transmission], now: float) -> None:
         """RFC 8985 §7.3: the PTO fired. Send one segment of new data if the peer's window has

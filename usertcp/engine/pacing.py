@@ -42,10 +42,10 @@ Lateness credit (the rule this module implements)
         len_ns -= min_t(u64, len_ns / 2, credit);           /* "take into account OS jitter" */
         tp->tcp_wstamp_ns += len_ns;
 
-    So here: a send of ``wire_bytes`` at `now`, when the previous release time was ``R``, sets
+    So here: a send of ``nbytes`` at `now`, when the previous release time was ``R``, sets
 
         lateness = max(0, now - R)
-        release  = max(now, R) + d - min(lateness, credit_fraction * d),   d = wire_bytes / rate
+        release  = max(now, R) + d - min(lateness, credit_fraction * d),   d = nbytes / rate
 
     with ``credit_fraction = 0.5`` (Linux's ``len / 2``). Consequences, which the tests check:
 
@@ -210,8 +210,8 @@ class Pacer:
         release = self._release
         return release is None or self._rate is None or now + self.slack >= release
 
-    def on_send(self, now: float, wire_bytes: int) -> float | None:
-        """Account a transmission of `wire_bytes` (on the wire, headers included) at `now`.
+    def on_send(self, now: float, nbytes: int) -> float | None:
+        """Account a transmission of `nbytes` at `now` (the engine books payload, as Linux does).
 
         Returns the new release time (None when unpaced). See "Lateness credit" in the module
         docstring for the rule.
@@ -220,8 +220,8 @@ class Pacer:
         if rate is None:
             return None
         self.sends += 1
-        self.bytes_paced += wire_bytes
-        d = wire_bytes / rate
+        self.bytes_paced += nbytes
+        d = nbytes / rate
         release = self._release
         if release is None or now > release:
             late = 0.0 if release is None else now - release
