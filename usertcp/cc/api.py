@@ -1,4 +1,4 @@
-"""The congestion-control plugin API, version 2 (v1 plus the delivery-rate sample).
+"""The congestion-control plugin API, version 3. The reference page is docs/cc-api.md.
 
 A congestion controller is one subclass of `CongestionControl`. The engine owns everything that
 is not a congestion decision -- loss detection, the retransmission timer, fast recovery -- and
@@ -28,8 +28,8 @@ control already know, so each hook names the member (and the RFC step) it stands
 Units: every window is in bytes. The RFCs mostly speak in segments; an algorithm converts with
 ``self.mss`` (the sender's SMSS, RFC 5681 §2), which `on_mss_change` keeps current.
 
-Contract with the engine (v1)
------------------------------
+Contract with the engine
+------------------------
 - ``on_ack`` sees only ACKs that advance snd_una outside fast recovery. During recovery the
   engine runs NewReno's window inflation itself, starting from the ``ssthresh`` that
   ``on_congestion_event`` chose, and the effective window is the engine's, not ``cwnd``;
@@ -40,8 +40,10 @@ Contract with the engine (v1)
   default applies RFC 5681 §3.1 every time. NewReno and CUBIC here follow Linux's
   tcp_enter_loss() instead and set ssthresh at most once per window: a re-expiry with no ACK
   in between, or a timeout during the fast recovery they entered, does not set it afresh.
-- A hook that raises, or leaves ``cwnd``/``ssthresh`` below 1, makes the engine replace the
-  controller with NewReno carrying its window over: a bug in an experiment never costs data.
+- A hook that raises, leaves ``cwnd``/``ssthresh`` outside [1, 2**40) (NaN, inf, zero...),
+  sets a bad ``pacing_rate``/``send_quantum``, or overruns the time limit makes the engine
+  replace the controller with NewReno carrying its window over (`usertcp.cc.guard`): a bug in
+  an experiment never costs data.
 
 Widening the API without breaking v1 plugins
 --------------------------------------------
@@ -52,9 +54,11 @@ implied (usually nothing), and new measurements become fields with defaults at t
 `AckSample.ece` and ``CongestionEvent.cause == "ecn"`` (RFC 3168); `on_undo` with `UndoEvent`
 (Linux ``undo_cwnd``); and the engine calls ``on_ack`` after it has run loss detection for the
 ACK, as Linux calls tcp_cong_control() after tcp_fastretrans_alert(), so an ACK that starts a
-recovery reaches ``on_congestion_event`` and not ``on_ack``. Planned: a ``cong_control``-style
-hook that sees every ACK, in recovery too, for algorithms such as BBR, and a
-transmit-start-after-idle event (``CA_EVENT_TX_START``).
+recovery reaches ``on_congestion_event`` and not ``on_ack``. Version 3 added ``cong_control``
+(a controller that owns the window and sees every ACK with news, in recovery too: BBR),
+`AckSample.sacked_bytes`/``lost_bytes``/``in_recovery``/``delivered_total``,
+``on_idle_restart`` (``CA_EVENT_TX_START``), ``send_quantum``, tunables declared with `param`,
+a time limit on hooks, and the per-ACK log (see `usertcp.cc.guard` and `usertcp.cc.log`).
 `CongestionControl.api_version` says which version a plugin was written against.
 """
 
@@ -337,9 +341,11 @@ class CongestionControl(ABC):
 
     def on_idle_restart(self, now: float, idle: float, rto: float) -> None:
         """``cwnd_event(CA_EVENT_TX_START)`` with the restart of RFC 5681 §4.1: the sender is
-        about to send after ``idle`` seconds with nothing in flight (API 3).
+        about to send new data after ``idle`` seconds with nothing in flight (API 3).
 
-        Called when the idle time exceeds ``rto``, the retransmission timeout in force. Default, as Linux's
+        Called on every such restart, once per idle period (as Linux raises CA_EVENT_TX_START
+        whenever it sends with nothing in flight); the window restart below applies only when
+        ``idle`` exceeds ``rto``, the retransmission timeout in force. Default, as Linux's
         tcp_cwnd_restart() with tcp_slow_start_after_idle=1: ssthresh keeps the current window's
         worth (max(ssthresh, 3/4 cwnd)), and cwnd halves for every RTO of idleness, not below
         the restart window min(IW, cwnd). CUBIC also moves its epoch on by the idle time; BBR
