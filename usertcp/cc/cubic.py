@@ -14,47 +14,81 @@ Hence
 
 and the cwnd increment "(target - cwnd) / cwnd" segments per acknowledged segment (§4.4, §4.5)
 becomes (target - cwnd) / cwnd * acked_bytes bytes.
+
+Slow start is HyStart++ (RFC 9406), which RFC 9438 §4.10 says CUBIC SHOULD use; its names
+(windowEnd, lastRoundMinRTT, currentRoundMinRTT, rttSampleCount, cssBaselineMinRtt, RttThresh and
+the §4.3 constants) appear here in snake case, and each step cites its section. See
+`Cubic.slow_start_ack`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
-from .api import AckSample, CongestionControl, CongestionEvent, UndoEvent
+from .api import AckSample, CongestionControl, CongestionEvent, UndoEvent, param
+
+_INF = math.inf
+
+# HyStart++ phases (the strings `state()` reports): RFC 5681 slow start watched by HyStart++,
+# Conservative Slow Start (RFC 9406 §4.2), and HyStart++ not running.
+SS, CSS, OFF = "ss", "css", "off"
 
 
 class Cubic(CongestionControl):
-    """RFC 9438 CUBIC with RFC 5681 slow start.
+    """RFC 9438 CUBIC with HyStart++ (RFC 9406) slow start.
 
     Where the RFC leaves a choice, or where we had to interpret it, the choice is documented on
     the method that makes it. In short:
 
     - RTT in "target = W_cubic(t + RTT)" (§4.2) is the smoothed RTT, as §4.1.2 defines RTT.
       Linux uses its minimum RTT (delay_min) instead, which keeps the look-ahead steady when a
-      queue builds; set ``rtt_for_target = "min_rtt"`` in a subclass for that.
+      queue builds; ``rtt_for_target=min_rtt`` (a parameter) does that.
     - The cwnd increment is per acknowledged segment (byte-counted), so delayed and stretch ACKs
       don't slow the curve down -- as Linux counts acked segments against its ``cnt``.
     - Application-limited ACKs change nothing and their time is cut out of t (§5.8); so is an
       idle gap between ACKs (see `_exclude_idle`).
     - ssthresh on congestion is FlightSize * beta_cubic (§4.6), not cwnd * beta_cubic as Linux.
-    - Fast convergence (§4.7) is on, as in Linux; ``fast_convergence = False`` turns it off
+    - Fast convergence (§4.7) is on, as in Linux; ``fast_convergence=false`` turns it off
       (the RFC says it SHOULD be off when a single CUBIC flow has the path to itself).
     - No pacing (``pacing_rate`` stays None): Linux paces CUBIC only under the fq qdisc.
+    - The initial slow start is HyStart++ (RFC 9406), on by default (``hystart=false`` gives
+      RFC 5681 slow start). Later slow starts, after a loss or timeout, are plain RFC 5681 slow
+      start up to the ssthresh that loss set, as RFC 9406 §4.3 recommends.
     """
 
     name = "cubic"
 
-    # §4.1.1 Constants of Interest
-    C: ClassVar[float] = 0.4
-    """Aggressiveness, in segments/second³; §5.1: "C SHOULD be set to 0.4"."""
-    beta_cubic: ClassVar[float] = 0.7
-    """Multiplicative decrease factor; §4.6: "SHOULD be set to 0.7"."""
-    fast_convergence: ClassVar[bool] = True
-    """§4.7: the heuristic "SHOULD be implemented" (Linux: tcp_cubic fast_convergence=1)."""
-    rtt_for_target: ClassVar[str] = "srtt"
-    """Which RTT looks ahead in target = W_cubic(t + RTT): "srtt" (RFC 9438) or "min_rtt"
-    (Linux's delay_min)."""
+    # RFC 9438 §4.1.1 Constants of Interest. `param` makes each a tunable (``usertcp cc show
+    # cubic``, ``--cc-param``); the class attribute stays the plain default.
+    C = param(0.4, "aggressiveness of the cubic curve, segments/s^3 (RFC 9438 §5.1: SHOULD be 0.4)",
+              min=0.01, max=10.0)
+    beta_cubic = param(0.7, "multiplicative decrease factor (RFC 9438 §4.6: SHOULD be 0.7)",
+                       min=0.1, max=0.95)
+    fast_convergence = param(True, "fast convergence heuristic (RFC 9438 §4.7: SHOULD be implemented; "
+                             "Linux tcp_cubic fast_convergence=1)")
+    rtt_for_target = param("srtt", "RTT of the look-ahead target = W_cubic(t + RTT): srtt (RFC 9438 "
+                           "§4.1.2) or min_rtt (Linux's delay_min)", choices=("srtt", "min_rtt"))
+
+    # RFC 9406 HyStart++. §4.3 gives the constants; each may be tuned ("An implementation MAY").
+    hystart = param(True, "HyStart++ (RFC 9406) in the initial slow start (RFC 9438 §4.10: SHOULD); "
+                    "off: RFC 5681 slow start until the first loss")
+    hystart_min_rtt_thresh = param(0.004, "MIN_RTT_THRESH, s: lower clamp of RttThresh (RFC 9406 §4.3)",
+                                   min=0.0, max=1.0)
+    hystart_max_rtt_thresh = param(0.016, "MAX_RTT_THRESH, s: upper clamp of RttThresh (RFC 9406 §4.3)",
+                                   min=0.0, max=1.0)
+    hystart_min_rtt_divisor = param(8, "MIN_RTT_DIVISOR: RttThresh = lastRoundMinRTT / this, clamped "
+                                    "(RFC 9406 §4.3)", min=1, max=1000)
+    hystart_n_rtt_sample = param(8, "N_RTT_SAMPLE: RTT samples a round needs before a decision "
+                                 "(RFC 9406 §4.3)", min=1, max=1000)
+    hystart_css_growth_divisor = param(4, "CSS_GROWTH_DIVISOR: Conservative Slow Start grows this many "
+                                       "times slower (RFC 9406 §4.3: MUST be at least 2)", min=2, max=1000)
+    hystart_css_rounds = param(5, "CSS_ROUNDS: rounds of Conservative Slow Start before congestion "
+                               "avoidance (RFC 9406 §4.3)", min=1, max=100)
+    hystart_ack_limit = param(0, "L, segments: most growth one ACK may earn under HyStart++, 0 for "
+                              "no limit (the default, as Linux's tcp_slow_start: a GRO receiver's "
+                              "stretch ACKs would otherwise slow us against the kernel); RFC 9406 "
+                              "§4.3 suggests 8 for a sender that does not pace", min=0, max=1 << 20)
 
     def __init__(self, mss: int, now: float = 0.0) -> None:
         super().__init__(mss, now)
@@ -78,6 +112,27 @@ class Cubic(CongestionControl):
         self._timed_out = False  # on_rto seen and no ACK since: a further on_rto is a re-expiry
         self._recovering = False  # on_congestion_event seen, recovery not over
         self._before_reduction: tuple | None = None  # §4.9: the state a spurious reduction undoes
+        if self.hystart_min_rtt_thresh > self.hystart_max_rtt_thresh:
+            raise ValueError(f"hystart_min_rtt_thresh ({self.hystart_min_rtt_thresh}) is above "
+                             f"hystart_max_rtt_thresh ({self.hystart_max_rtt_thresh})")
+        # RFC 9406 §4.2 HyStart++ state. Times in seconds; "infinity" is math.inf (so that the
+        # per-ACK comparisons need no None test); state() shows it as None.
+        self.hystart_phase = SS if self.hystart else OFF
+        """"ss" (slow start, HyStart++ watching), "css" (Conservative Slow Start) or "off"."""
+        self.hystart_round = 0
+        """Rounds begun so far (1 is the round of the first ACK)."""
+        self.window_end = 0
+        """windowEnd as a count of delivered bytes: the round ends at the ACK that brings
+        ``AckSample.delivered_total`` to it (see `slow_start_ack`)."""
+        self.last_round_min_rtt = _INF
+        self.current_round_min_rtt = _INF
+        self.rtt_sample_count = 0
+        self.css_baseline_min_rtt = _INF
+        self.css_rounds = 0
+        """Rounds of CSS begun, the partial round of entry included (RFC 9406 §4.2)."""
+        self._css_entry_rtt = _INF
+        """lastRoundMinRTT + RttThresh for the current round (RFC 9406 §4.2), or infinity."""
+        self._ack_limit = self.hystart_ack_limit * self.mss or None  # L*SMSS bytes; None: infinity
 
     # ------------------------------------------------------------------ the RFC's functions
 
@@ -116,21 +171,147 @@ class Cubic(CongestionControl):
         self.congestion_avoidance(ack, acked, previous)
 
     def slow_start_ack(self, ack: AckSample) -> int:
-        """§4.10: "CUBIC MUST employ a slow-start algorithm, when cwnd is no more than ssthresh".
+        """§4.10: "CUBIC MUST employ a slow-start algorithm, when cwnd is no more than ssthresh",
+        which SHOULD be HyStart++ (RFC 9406) and MAY be RFC 5681 slow start.
 
         At cwnd == ssthresh (right after recovery) `in_slow_start` says congestion avoidance, as
         RFC 5681 permits and Linux does; read literally, §4.10 would slow-start one more ACK.
 
-        The RFC says it SHOULD be HyStart++ (RFC 9406) and MAY be RFC 5681 slow start; this is
-        the latter, grown per acknowledged byte like Linux's tcp_slow_start(). HyStart++ will
-        override this method: watch ack.rtt per round, and to leave slow start without a loss
-        set ssthresh = cwnd. Nothing else is needed here: the epoch that then begins finds
-        W_max undefined (and, in the first slow start, cwnd_prior unset) and does what §4.10
-        asks: cwnd_prior = cwnd, K = 0, W_max = cwnd_epoch.
+        With ``hystart`` off, and once HyStart++ has finished, this is RFC 5681 slow start grown
+        per acknowledged byte like Linux's tcp_slow_start(). Otherwise it is HyStart++:
+
+        - RFC 9406 §4.1: slow start as usual while watching the lowest RTT of each round. When it
+          has risen by RttThresh over the previous round's, leave slow start for Conservative
+          Slow Start (CSS), which grows CSS_GROWTH_DIVISOR times slower. If the RTT falls back
+          below the level that triggered CSS, the exit was spurious: slow start again. After
+          CSS_ROUNDS rounds of CSS, set ssthresh = cwnd, which ends slow start without a loss.
+          The congestion-avoidance stage that follows finds W_max undefined and cwnd_prior unset
+          and so does what §4.10 asks: cwnd_prior = cwnd, K = 0, W_max = cwnd_epoch (see
+          `begin_epoch`).
+        - Each ACK, in the order of RFC 9406 §4.2: grow cwnd by min(N, L*SMSS) (in CSS divided by
+          CSS_GROWTH_DIVISOR); fold this ACK's RTT sample into currentRoundMinRTT and count it
+          in rttSampleCount; once the round has N_RTT_SAMPLE samples, test for the CSS entry
+          (in slow start) or the spurious-exit fallback (in CSS); last, if this ACK ends the
+          round, count a CSS round and start the next round. The ACK that ends a round thus
+          belongs to that round: it acknowledges data sent in it.
+        - Rounds. RFC 9406 §4.2 sets windowEnd = SND.NXT when a round starts and ends the round
+          when windowEnd is acknowledged. The AckSample has no SND.NXT, but every byte below
+          SND.NXT is either delivered or in flight, so SND.NXT (in data bytes) is
+          ``delivered_total + bytes_in_flight`` at the ACK that starts the round (the engine
+          reports both after processing that ACK and before sending anything in reply, which
+          is the moment the RFC reads SND.NXT), and windowEnd is acknowledged exactly when
+          ``delivered_total`` reaches that sum. This holds while HyStart++ runs: without loss
+          nothing is marked lost, so bytes_in_flight (RFC 6675's pipe under SACK) is SND.NXT
+          minus what was delivered; the first loss ends HyStart++. Only reordering that lets
+          SACKed later data arrive first can end a round a little early. We prefer this to
+          ``ack.rate.prior_delivered`` (BBR's round counter): that ends a round one ACK late,
+          at the first ACK for data sent after the round began rather than at the ACK of
+          windowEnd, and needs the rate sample, which engines before API v2 do not supply.
+          An engine that leaves delivered_total at 0 makes every ACK a round of its own, so
+          no round ever holds N_RTT_SAMPLE samples and HyStart++ never acts: plain slow start.
+        - The first round begins at the first ACK in slow start and holds it (windowEnd is
+          SND.NXT then: the initial window), so it is the initial window's round.
+        - currRTT is ``ack.rtt``, the ACK's own sample (none under Karn's rule: no count).
+          Application-limited ACKs never get here (`on_ack` stops them first, §5.8), so they
+          neither grow cwnd nor give samples; the round boundary is still found, since
+          delivered_total counts their bytes.
+        - RFC 9406 §4.3 SHOULD: HyStart++ runs only in the initial slow start (ssthresh still
+          at its arbitrarily high initial value); the first congestion event or timeout turns it
+          off for the connection (`on_congestion_event`, `on_rto`), and later slow starts stop
+          at the ssthresh that loss left. An undone (spurious) reduction restores it.
+
+        Per-ACK cost: the RttThresh test is precomputed once per round (``_css_entry_rtt``), so
+        an ACK costs a few attribute reads and comparisons on top of RFC 5681 slow start.
+
+        Linux's tcp_cubic.c runs the older HyStart instead (Ha & Rhee 2011): an ACK-train test
+        and a delay test on the first 8 RTT samples of each round against delay_min (with the
+        same 4..16 ms clamp of delay_min/8), both from a cwnd of 16 segments
+        (hystart_low_window), and on a positive it sets ssthresh = cwnd at once: no CSS and no
+        way back to slow start when the delay rise was only jitter, which is what RFC 9406 adds.
 
         Returns the bytes left over for congestion avoidance.
         """
-        return self.slow_start(ack.acked_bytes)
+        phase = self.hystart_phase
+        if phase == OFF:
+            return self.slow_start(ack.acked_bytes)
+        # RFC 9406 §4.2: an ACK may acknowledge any number of bytes, but at most L*SMSS of them
+        # count towards growth, in slow start and in CSS alike.
+        acked = ack.acked_bytes
+        limit = self._ack_limit
+        if limit is not None and acked > limit:
+            acked = limit
+        if phase == SS:
+            left = self.slow_start(acked)  # §4.2: cwnd = cwnd + min(N, L*SMSS)
+        else:
+            # §4.2 in CSS: cwnd = cwnd + min(N, L*SMSS) / CSS_GROWTH_DIVISOR, the fraction of a
+            # byte carried to the next ACK; never past ssthresh (§4.10).
+            window = self._exact_cwnd() + acked / self.hystart_css_growth_divisor
+            if window > self.ssthresh:
+                window = self.ssthresh
+            self._set_exact_cwnd(window)
+            left = 0
+        rtt = ack.rtt
+        if rtt is not None:
+            # §4.2: currentRoundMinRTT = min(currentRoundMinRTT, currRTT); rttSampleCount += 1
+            current = self.current_round_min_rtt
+            if rtt < current:
+                self.current_round_min_rtt = current = rtt
+            count = self.rtt_sample_count = self.rtt_sample_count + 1
+            if count >= self.hystart_n_rtt_sample:
+                if phase == SS:
+                    # §4.2: with N_RTT_SAMPLE samples and both minima valid, enter CSS once
+                    # currentRoundMinRTT >= lastRoundMinRTT + RttThresh. _css_entry_rtt is that
+                    # sum, infinite while lastRoundMinRTT is, so an invalid minimum never passes.
+                    if current >= self._css_entry_rtt:
+                        self._enter_css(current)
+                elif current < self.css_baseline_min_rtt:
+                    self._resume_slow_start()
+        if ack.delivered_total >= self.window_end:
+            self._end_round(ack)
+        return left
+
+    def _enter_css(self, current_round_min_rtt: float) -> None:
+        """RFC 9406 §4.2: leave slow start for CSS; cssBaselineMinRtt = currentRoundMinRTT."""
+        self.css_baseline_min_rtt = current_round_min_rtt
+        self.css_rounds = 0
+        self.hystart_phase = CSS
+
+    def _resume_slow_start(self) -> None:
+        """RFC 9406 §4.2: in CSS, the round's minimum RTT fell below cssBaselineMinRtt, so leaving
+        slow start was a false alarm: cssBaselineMinRtt = infinity, and back to slow start with
+        HyStart++ still watching. A later entry into CSS counts its CSS_ROUNDS afresh."""
+        self.css_baseline_min_rtt = _INF
+        self.css_rounds = 0
+        self.hystart_phase = SS
+
+    def _end_round(self, ack: AckSample) -> None:
+        """RFC 9406 §4.2: windowEnd is acknowledged; the round is over and the next begins."""
+        if self.hystart_round:
+            if self.hystart_phase == CSS:
+                # §4.2: CSS lasts CSS_ROUNDS rounds at most, the round it began in counting as
+                # one however little of it was left. After the last, congestion avoidance:
+                # ssthresh = cwnd.
+                self.css_rounds += 1
+                if self.css_rounds >= self.hystart_css_rounds:
+                    self.ssthresh = self.cwnd
+                    self.hystart_phase = OFF
+                    return
+            # §4.2, at the start of each round in slow start and CSS: lastRoundMinRTT =
+            # currentRoundMinRTT; currentRoundMinRTT = infinity; rttSampleCount = 0. With it
+            # RttThresh = max(MIN_RTT_THRESH, min(lastRoundMinRTT / MIN_RTT_DIVISOR,
+            # MAX_RTT_THRESH)), which depends on nothing else for the whole round.
+            last = self.last_round_min_rtt = self.current_round_min_rtt
+            self.current_round_min_rtt = _INF
+            self.rtt_sample_count = 0
+            if last != _INF:
+                thresh = min(last / self.hystart_min_rtt_divisor, self.hystart_max_rtt_thresh)
+                self._css_entry_rtt = last + max(self.hystart_min_rtt_thresh, thresh)
+            else:
+                self._css_entry_rtt = _INF
+        # The first ACK in slow start only opens round 1, which it belongs to.
+        self.hystart_round += 1
+        # §4.2: windowEnd = SND.NXT, as the bytes that will have been delivered when it is ACKed.
+        self.window_end = ack.delivered_total + ack.bytes_in_flight
 
     def congestion_avoidance(self, ack: AckSample, acked: int, previous: float | None) -> None:
         """§4.2-§4.5: one ACK's worth of growth along the cubic curve or the Reno estimate."""
@@ -213,6 +394,9 @@ class Cubic(CongestionControl):
         self.target = None
         self.region = "recovery"
         self._recovering = True
+        # RFC 9406 §4.2 leaves a loss or ECN mark during slow start or CSS to the controller's
+        # own response (this one), which ends slow start; §4.3: HyStart++ only in the first one.
+        self.hystart_phase = OFF
 
     def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
         """RFC 6582 §3.2 step 3, option (2): cwnd = ssthresh, i.e. §4.6's cwnd = ssthresh."""
@@ -221,6 +405,9 @@ class Cubic(CongestionControl):
 
     def on_rto(self, now: float, bytes_in_flight: int) -> None:
         """§4.8: reduce cwnd like Reno (RFC 5681: one segment) but set ssthresh like §4.6.
+
+        HyStart++ stops for good (RFC 9406 §4.3: only the initial slow start uses it); the slow
+        start after the timeout is RFC 5681's, up to the ssthresh set here.
 
         The following congestion-avoidance stage grows with K = 0 and W_max = cwnd_epoch, and
         W_est starts at cwnd_epoch: marking W_max undefined makes `begin_epoch` do exactly that
@@ -250,8 +437,10 @@ class Cubic(CongestionControl):
         self._recovering = False
         self.cwnd = self.mss
         self.region = "loss"
+        self.hystart_phase = OFF
 
-    _UNDONE = ("W_max", "K", "t_epoch", "cwnd_epoch", "W_est", "cwnd_prior", "target", "region")
+    _UNDONE = ("W_max", "K", "t_epoch", "cwnd_epoch", "W_est", "cwnd_prior", "target", "region",
+               "hystart_phase", "css_baseline_min_rtt", "css_rounds")
 
     def _save_before_reduction(self) -> None:
         self._before_reduction = tuple(getattr(self, name) for name in self._UNDONE)
@@ -261,7 +450,9 @@ class Cubic(CongestionControl):
         epoch as they were before it; the engine supplies cwnd and ssthresh (the base default),
         the rest was saved when the reduction began. (Linux's cubictcp has no undo_cwnd of its
         own and restores only cwnd and ssthresh; restoring the curve too keeps the growth where
-        it was, as §4.9 asks.)"""
+        it was, as §4.9 asks.) HyStart++ returns to the phase it was in, if the reduction
+        interrupted the initial slow start; its round then ends at the next ACK, since windowEnd
+        has long been passed."""
         super().on_undo(ev)
         if self._before_reduction is not None:
             for name, value in zip(self._UNDONE, self._before_reduction):
@@ -275,6 +466,7 @@ class Cubic(CongestionControl):
         super().on_mss_change(mss)
         if old == self.mss:
             return
+        self._ack_limit = self.hystart_ack_limit * self.mss or None
         # Every window keeps its size in segments; K does not change, since C*MSS scales too.
         if self.W_max is not None:
             self.W_max = self._rescale(self.W_max, old)
@@ -295,6 +487,14 @@ class Cubic(CongestionControl):
             "cwnd_prior": self.cwnd_prior,
             "W_est": self.W_est,
             "target": self.target,
+            # RFC 9406 (HyStart++); None stands for the RFC's infinity.
+            "hystart": self.hystart_phase,
+            "hystart_round": self.hystart_round,
+            "rtt_sample_count": self.rtt_sample_count,
+            "current_round_min_rtt": _finite(self.current_round_min_rtt),
+            "last_round_min_rtt": _finite(self.last_round_min_rtt),
+            "css_baseline_min_rtt": _finite(self.css_baseline_min_rtt),
+            "css_rounds": self.css_rounds,
         }
 
     # ------------------------------------------------------------------ details
@@ -331,3 +531,7 @@ class Cubic(CongestionControl):
         self.cwnd = int(window)
         self._cwnd_frac = window - self.cwnd
         self._cwnd_seen = self.cwnd
+
+
+def _finite(value: float) -> float | None:
+    return None if value == _INF else value
