@@ -256,6 +256,7 @@ class CongestionControl(ABC):
 
     api_version: ClassVar[int] = API_VERSION
 
+    send_quantum: int | None = None  # class default: plugins written before API 3 lack the attribute
     params: ClassVar[dict[str, Param]] = {}
     """The algorithm's tunables by name, inherited ones included (see `param`)."""
 
