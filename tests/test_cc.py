@@ -258,9 +258,24 @@ def test_cubic_multiplicative_decrease():
     assert cc.W_max == 100 * MSS and cc.cwnd_prior == 100 * MSS
     cc.on_recovery_exit(1.1, 70 * MSS)
     assert cc.cwnd == 70 * MSS
-    # It is FlightSize that counts, floored at 2 SMSS.
-    cc.on_congestion_event(CongestionEvent(now=2.0, bytes_in_flight=2 * MSS, mss=MSS, cause="dupack"))
+    # It is cwnd that counts (Linux), not FlightSize: after back-to-back SACK recoveries
+    # snd_nxt - snd_una spans SACKed data far beyond the window.
+    cc.on_congestion_event(CongestionEvent(now=2.0, bytes_in_flight=300 * MSS, mss=MSS, cause="dupack"))
+    assert cc.ssthresh == 49 * MSS
+    # Floored at 2 SMSS.
+    cc.cwnd = 2 * MSS
+    cc.on_congestion_event(CongestionEvent(now=3.0, bytes_in_flight=2 * MSS, mss=MSS, cause="dupack"))
     assert cc.ssthresh == 2 * MSS
+
+
+def test_cubic_ssthresh_from_flight_size_on_request():
+    """RFC 9438 §4.6's text: ssthresh = flight_size * beta_cubic."""
+    cc = Cubic.create(MSS, 0.0, {"ssthresh_basis": "flight_size"})
+    cc.cwnd = 100 * MSS
+    cc.on_congestion_event(CongestionEvent(now=1.0, bytes_in_flight=60 * MSS, mss=MSS, cause="dupack"))
+    assert cc.ssthresh == 42 * MSS
+    cc.on_rto(2.0, 10 * MSS)
+    assert cc.ssthresh == 7 * MSS and cc.cwnd == MSS
 
 
 @pytest.mark.parametrize("reduce", ["congestion_event", "rto"])

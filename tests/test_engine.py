@@ -690,6 +690,30 @@ def test_spurious_fast_retransmit_is_undone_by_dsack():
     assert conn.rack.reo_wnd_mult >= 2  # and RACK widened its reordering window (§6.2 step 4)
 
 
+def test_back_to_back_recoveries_on_a_shallow_queue_are_not_undone():
+    """Slow start overshoots a 1-BDP drop-tail queue (50 Mbit/s, 40 ms): one fast recovery
+    follows another while retransmissions of the first are still in flight. Their ACKs echo
+    timestamps older than the second episode's first retransmission; the Eifel test must not
+    take that for a delayed original (Linux keeps retrans_stamp while retransmissions are out,
+    tcp_retrans_stamp_cleanup), and a partial ACK may undo only with no retransmission out
+    (tcp_try_undo_partial). Before both rules, hundreds of genuine reductions were undone, the
+    queue overflowed again and again, and almost every byte was sent twice."""
+    rate, rtt = 50e6, 0.040
+    bdp = int(rate / 8 * rtt)
+    conn, src = make(12_000_000, cc="cubic")
+    conn.cc.hystart = False  # plain slow start: the overshoot is certain
+    fwd = Link(delay=rtt / 2, rate=rate, queue_bytes=bdp, name="fwd")
+    res = run(conn, fwd=fwd, rev=Link(delay=rtt / 2, name="rev"), trace=False)
+    assert_delivered(res, conn, src)
+    assert conn.fast_retransmits >= 2  # back-to-back recoveries did happen
+    assert conn.undos == 0
+    # Every retransmission repairs a drop: nothing is resent spuriously or lost again in bulk.
+    assert fwd.dropped_queue * 1448 <= conn.bytes_retrans <= 1.2 * fwd.dropped_queue * 1448
+    # The overshoot costs about the window beyond BDP + queue once, not a queue overflow per
+    # undone reduction.
+    assert fwd.dropped_queue * 1448 < 3 * bdp
+
+
 # ------------------------------------------------------------------ pacing
 
 

@@ -48,7 +48,9 @@ class Cubic(CongestionControl):
       don't slow the curve down -- as Linux counts acked segments against its ``cnt``.
     - Application-limited ACKs change nothing and their time is cut out of t (§5.8); so is an
       idle gap between ACKs (see `_exclude_idle`).
-    - ssthresh on congestion is FlightSize * beta_cubic (§4.6), not cwnd * beta_cubic as Linux.
+    - ssthresh on congestion is cwnd * beta_cubic, as Linux; §4.6 writes FlightSize and allows
+      cwnd when app-limited flows do not grow (§5.8, kept here). ``ssthresh_basis=flight_size``
+      gives the RFC's text (see `_reduced_ssthresh` for why it is not the default).
     - Fast convergence (§4.7) is on, as in Linux; ``fast_convergence=false`` turns it off
       (the RFC says it SHOULD be off when a single CUBIC flow has the path to itself).
     - No pacing (``pacing_rate`` stays None): Linux paces CUBIC only under the fq qdisc.
@@ -67,6 +69,11 @@ class Cubic(CongestionControl):
                        min=0.1, max=0.95)
     fast_convergence = param(True, "fast convergence heuristic (RFC 9438 §4.7: SHOULD be implemented; "
                              "Linux tcp_cubic fast_convergence=1)")
+    ssthresh_basis = param("cwnd", "what beta_cubic multiplies at a congestion event: cwnd (Linux "
+                           "bictcp_recalc_ssthresh; RFC 9438 §4.6 allows it with §5.8's app-limited "
+                           "rule, which this class keeps) or flight_size (RFC 9438 §4.6's text: "
+                           "snd_nxt - snd_una, which after back-to-back SACK recoveries spans SACKed "
+                           "data and can exceed cwnd several times)", choices=("cwnd", "flight_size"))
     rtt_for_target = param("srtt", "RTT of the look-ahead target = W_cubic(t + RTT): srtt (RFC 9438 "
                            "§4.1.2) or min_rtt (Linux's delay_min)", choices=("srtt", "min_rtt"))
 
@@ -375,8 +382,8 @@ class Cubic(CongestionControl):
     def on_congestion_event(self, ev: CongestionEvent) -> None:
         """§4.6 multiplicative decrease, with §4.7 fast convergence before it.
 
-        ssthresh = max(flight_size * beta_cubic, 2 SMSS), from the FlightSize the engine saw
-        at detection. The RFC's "cwnd = max(ssthresh, 2)" is carried out by the engine: its
+        ssthresh = max(cwnd * beta_cubic, 2 SMSS) as Linux, or from the FlightSize the engine saw
+        at detection with ``ssthresh_basis=flight_size`` (`_reduced_ssthresh`). The RFC's "cwnd = max(ssthresh, 2)" is carried out by the engine: its
         fast recovery starts from this ssthresh, and `on_recovery_exit` sets cwnd = ssthresh.
         The next ACK in congestion avoidance starts a new epoch with cwnd_epoch = ssthresh.
         """
@@ -389,7 +396,7 @@ class Cubic(CongestionControl):
         else:
             self.W_max = cwnd
         self.cwnd_prior = cwnd  # §4.6: "save cwnd"
-        self.ssthresh = max(round(ev.bytes_in_flight * self.beta_cubic), 2 * self.mss)
+        self.ssthresh = self._reduced_ssthresh(cwnd, ev.bytes_in_flight)
         self.t_epoch = None
         self.target = None
         self.region = "recovery"
@@ -397,6 +404,16 @@ class Cubic(CongestionControl):
         # RFC 9406 §4.2 leaves a loss or ECN mark during slow start or CSS to the controller's
         # own response (this one), which ends slow start; §4.3: HyStart++ only in the first one.
         self.hystart_phase = OFF
+
+    def _reduced_ssthresh(self, cwnd: float, flight_size: int) -> int:
+        """§4.6: ssthresh = basis * beta_cubic, at least 2 SMSS (§4.6 "cwnd = max(cwnd, 2)" and
+        Linux's floor of two segments). The basis is cwnd by default, as Linux: FlightSize
+        (snd_nxt - snd_una) after a fast recovery that ended with holes still SACKed around it
+        counts the SACKed data, so a loss right after one recovery would set ssthresh above
+        the window that just overflowed the queue -- measured: ssthresh 397 -> 696 -> 897 ->
+        2,630 segments over four back-to-back recoveries on a 345-segment path."""
+        basis = cwnd if self.ssthresh_basis == "cwnd" else flight_size
+        return max(round(basis * self.beta_cubic), 2 * self.mss)
 
     def on_recovery_exit(self, now: float, bytes_in_flight: int) -> None:
         """RFC 6582 §3.2 step 3, option (2): cwnd = ssthresh, i.e. §4.6's cwnd = ssthresh."""
@@ -424,7 +441,7 @@ class Cubic(CongestionControl):
             if not self._recovering:
                 self._save_before_reduction()
             cwnd = self._exact_cwnd()
-            ssthresh = max(round(bytes_in_flight * self.beta_cubic), 2 * self.mss)
+            ssthresh = self._reduced_ssthresh(cwnd, bytes_in_flight)
             if self._recovering:
                 self.ssthresh = min(self.ssthresh, ssthresh)  # cwnd_prior is the event's already
             else:

@@ -218,9 +218,11 @@ class Connection:
         self.rate = RateEstimator()
         self.rate_sample: RateSample | None = None
         # Undo of spurious reductions (Linux tcp_init_undo / tcp_try_undo_*). An episode starts
-        # when a recovery or timeout reduces the window; `undo_retrans` counts the bytes it
-        # retransmitted that no D-SACK has yet shown to be duplicates (RFC 3708 §3),
-        # `retrans_stamp` is its first retransmission's time (RFC 3522's Eifel test).
+        # when a recovery or timeout reduces the window; `undo_retrans` counts the bytes
+        # retransmitted (in it, or still out from an earlier one) that no D-SACK has yet shown to
+        # be duplicates (RFC 3708 §3); `retrans_stamp` is the time of the first retransmission
+        # that may still be answered (RFC 3522's Eifel test): it survives into the next episode
+        # while retransmissions are out (`_retrans_stamp_cleanup`).
         self.undo_marker: int | None = None
         self.undo_retrans = 0
         self.retrans_stamp: float | None = None
@@ -862,15 +864,35 @@ class Connection:
         self.prior_cwnd = cwnd
         self.prior_ssthresh = max(ssthresh, cwnd * 3 // 4)
         self.undo_marker = self.snd_una
-        self.undo_retrans = 0
-        self.retrans_stamp = None
+        # Retransmissions of an earlier episode still in flight may be D-SACKed later: they
+        # count, as Linux's tcp_init_undo starts undo_retrans at retrans_out.
+        self.undo_retrans = self.scoreboard.retrans_out_bytes
+        self._retrans_stamp_cleanup()
+
+    def _retrans_stamp_cleanup(self) -> None:
+        """Forget `retrans_stamp` only when no retransmission can still be answered (Linux
+        tcp_retrans_stamp_cleanup, which tcp_enter_recovery calls since the 2024 fix "zero
+        retrans_stamp when it's safe"). Back-to-back recoveries on a shallow queue otherwise
+        restart the clock while a retransmission of the previous episode is in flight; its ACK
+        echoes a timestamp older than the new episode's first retransmission, and the Eifel test
+        takes a genuine loss for a delayed packet. That undid hundreds of real reductions per
+        minute of a CUBIC flow on a 1-BDP queue."""
+        head = self.scoreboard.head()
+        if self.scoreboard.retrans_out_bytes == 0 and (head is None or not head.retrans):
+            self.retrans_stamp = None
 
     def _check_undo(self, result: AckResult | None, opts: Options, advanced: bool, now: float) -> None:
         """Was the episode's reduction spurious? Three signals, each for the case it covers:
         every retransmission D-SACKed (RFC 3708 §3), an ACK that advances snd_una echoing the
         timestamp of an original transmission sent before the first retransmission (RFC 3522
         §3.2, Linux's tcp_packet_delayed()), or, after a timeout, original data (s)acked (RFC
-        5682 §3, `_frto_on_ack`)."""
+        5682 §3, `_frto_on_ack`).
+
+        The timestamp test on a partial ACK of a fast recovery (one below the recovery point)
+        undoes only when no retransmission is in flight, as Linux's tcp_try_undo_partial: the
+        hole was filled by a delayed original, but a retransmission still out may yet show
+        another hole that was a real loss. An ACK that ends the recovery, or any advancing ACK
+        after a timeout, undoes on the test alone (tcp_try_undo_recovery, tcp_try_undo_loss)."""
         if self.undo_marker is None:
             return
         if result is not None and result.dsack and result.dsack_range[0] >= self.undo_marker:
@@ -887,6 +909,11 @@ class Connection:
             and opts.ts is not None
             and opts.ts[1]
             and now - self._ts_age(opts.ts[1], now) < self.retrans_stamp - 1e-6
+            and (
+                self.in_loss
+                or self.snd_una >= self.recovery.recover
+                or self.scoreboard.retrans_out_bytes == 0
+            )
         ):
             self._undo(now, "timestamp")
             return
@@ -929,7 +956,7 @@ class Connection:
         self.rtx_next = None
         self.scoreboard.clear_lost()
         self.undo_marker = None
-        self.retrans_stamp = None
+        self._retrans_stamp_cleanup()
         self.rtt.reset_backoff()
         self._events.append(Event("undo", now, cause))
 
