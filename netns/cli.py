@@ -72,6 +72,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     help="TBF bucket (default: ~1 ms at the rate; see netns/lab.py)")
     up.add_argument("--loss", type=_arg(parse_percent), help="random loss of data packets: 0.1%%")
     up.add_argument("--loss-rev", type=_arg(parse_percent), help="random loss of packets to the senders (ACKs)")
+    up.add_argument("--loss-seed", type=int, help="repeat the same loss pattern, packet by packet, "
+                    "in every run with this seed (default: a fresh random pattern)")
     up.add_argument("--reorder", type=_arg(parse_percent), metavar="PCT",
                     help="fraction of data packets held back by --reorder-delay so later ones "
                     "overtake them: 1%%")
@@ -118,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> LabConfig:
     overrides = {
         "name": args.name, "rate": args.rate, "delay": args.delay, "delay_rev": args.delay_rev,
         "queue": args.queue, "burst_bytes": args.burst, "loss": args.loss,
-        "loss_rev": args.loss_rev, "reorder": args.reorder, "reorder_rev": args.reorder_rev,
+        "loss_rev": args.loss_rev, "loss_seed": args.loss_seed, "reorder": args.reorder, "reorder_rev": args.reorder_rev,
         "reorder_delay": args.reorder_delay, "senders": args.senders, "mtu": args.mtu,
     }
     if args.preset:
@@ -275,6 +277,7 @@ def _print_status(st: dict[str, Any]) -> None:
             console.print(
                 f"{direction} loss: p={c['probability']:.4%}, dropped {c['dropped']} of "
                 f"{c['packets']} packets ({rate:.4%})"
+                + (f", pattern of seed {c['seed']}" if c.get("seed") else "")
             )
     _print_rtt(st)
     if not st["up"]:

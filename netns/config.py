@@ -403,6 +403,7 @@ class LabConfig:
     delay_rev: float | None = None  # one-way reverse delay; None = same as `delay`
     loss: float = 0.0  # random loss fraction, forward (data) direction
     loss_rev: float = 0.0  # random loss fraction, reverse (ACK) direction
+    loss_seed: int | None = None  # a seed makes the loss pattern repeat by packet index (loss.py)
     reorder: float = 0.0  # fraction of forward (data) packets held back reorder_delay longer
     reorder_rev: float = 0.0  # the same for the reverse (ACK) direction
     reorder_delay: float = 0.001  # extra hold of a reordered packet on top of the delay, s
@@ -418,6 +419,8 @@ class LabConfig:
             object.__setattr__(self, "delay_rev", _delay("delay_rev", self.delay_rev))
         object.__setattr__(self, "loss", _loss("loss", self.loss))
         object.__setattr__(self, "loss_rev", _loss("loss_rev", self.loss_rev))
+        if self.loss_seed is not None:
+            _check_int("loss_seed", self.loss_seed, 1, 2**64 - 1, " (None: a fresh pattern every run)")
         object.__setattr__(self, "reorder", _reorder("reorder", self.reorder))
         object.__setattr__(self, "reorder_rev", _reorder("reorder_rev", self.reorder_rev))
         object.__setattr__(
@@ -533,7 +536,8 @@ class LabConfig:
         if self.loss == 0 and self.loss_rev == 0:
             parts.append("no loss")
         else:
-            parts.append(f"loss {fmt_percent(self.loss)}/{fmt_percent(self.loss_rev)}")
+            parts.append(f"loss {fmt_percent(self.loss)}/{fmt_percent(self.loss_rev)}"
+                         + (f" (seed {self.loss_seed})" if self.loss_seed is not None else ""))
         if self.reorder > 0 or self.reorder_rev > 0:
             parts.append(
                 f"reorder {fmt_percent(self.reorder)}/{fmt_percent(self.reorder_rev)} "
@@ -558,6 +562,8 @@ class LabConfig:
             d["delay_rev"] = fmt_time(self.delay_rev)
         d["loss"] = fmt_percent(self.loss)
         d["loss_rev"] = fmt_percent(self.loss_rev)
+        if self.loss_seed is not None:
+            d["loss_seed"] = self.loss_seed
         d["reorder"] = fmt_percent(self.reorder)
         d["reorder_rev"] = fmt_percent(self.reorder_rev)
         d["reorder_delay"] = fmt_time(self.reorder_delay)
@@ -698,6 +704,7 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "delay_rev": ("delay_rev", _with_units(parse_time, '"20ms"')),
     "loss": ("loss", _with_units(parse_percent, '"0.1%"')),
     "loss_rev": ("loss_rev", _with_units(parse_percent, '"0.1%"')),
+    "loss_seed": ("loss_seed", _exact(int, "an int like 42")),
     "reorder": ("reorder", _with_units(parse_percent, '"1%"')),
     "reorder_rev": ("reorder_rev", _with_units(parse_percent, '"1%"')),
     "reorder_delay": ("reorder_delay", _with_units(parse_time, '"1ms"')),

@@ -883,7 +883,7 @@ class Lab:
             points = _loss_points(names)
             for direction, p in (("forward", self.config.loss), ("reverse", self.config.loss_rev)):
                 if p > 0:
-                    loss.attach(*points[direction], p, mtu=self.mtu)
+                    loss.attach(*points[direction], p, mtu=self.mtu, seed=self.config.loss_seed)
         except BaseException:
             try:
                 down(names.name)

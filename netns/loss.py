@@ -47,7 +47,8 @@ class LossError(RuntimeError):
 
 
 class _Config(ct.Structure):
-    _fields_ = [("threshold", ct.c_uint32), ("full_len", ct.c_uint32)]
+    _fields_ = [("threshold", ct.c_uint32), ("full_len", ct.c_uint32), ("seed", ct.c_uint64),
+                ("next", ct.c_uint64)]
 
 
 class _Stats(ct.Structure):
@@ -216,8 +217,12 @@ def _require(ns: str) -> None:
 
 # --- the API ---------------------------------------------------------------------------------
 
-def attach(ns: str, ifname: str, probability: float, mtu: int = 1500) -> None:
+def attach(ns: str, ifname: str, probability: float, mtu: int = 1500, seed: int | None = None) -> None:
     """Drop IP packets arriving on `ifname` in namespace `ns` with `probability` (in [0, 1)).
+
+    With `seed` (a positive integer) the pattern is deterministic: the n-th packet's fate is a
+    function of (seed, n), so every run from the same seed loses the same packets by index
+    (`reseed` starts the numbering again). Without, each packet draws bpf_get_prandom_u32().
 
     Replaces a loss program attached earlier (its counters start again from zero); refuses to
     replace anyone else's XDP program. Packets of at least `mtu` + 14 bytes count as full-size.
@@ -229,6 +234,7 @@ def attach(ns: str, ifname: str, probability: float, mtu: int = 1500) -> None:
     """
     threshold = _threshold(probability)
     full_len = _check_mtu(mtu) + _ETH_HLEN
+    seed_value = _seed(seed)
     _require(ns)
     try:
         from bcc import BPF
@@ -260,7 +266,8 @@ def attach(ns: str, ifname: str, probability: float, mtu: int = 1500) -> None:
             fn = bpf.load_func(PROG_NAME.encode(), BPF.XDP)
             lib = _lib()
             # Configure before attaching, so the first packet already sees p and full_len.
-            _write_config(lib, bpf[b"loss_config"].map_fd, _Config(threshold=threshold, full_len=full_len))
+            _write_config(lib, bpf[b"loss_config"].map_fd, _Config(threshold=threshold, full_len=full_len,
+                                                                         seed=seed_value))
             try:
                 ipr.link("set", index=index, xdp_fd=fn.fd)
             except Exception as exc:  # noqa: BLE001 - NetlinkError; say where and why
@@ -288,6 +295,26 @@ def set_probability(ns: str, ifname: str, probability: float) -> None:
         _write_config(pins.lib, pins.config_fd, cfg)
 
 
+def reseed(ns: str, ifname: str, seed: int | None) -> None:
+    """Start the loss pattern of the program on `ifname` in `ns` again: from packet 0 of `seed`'s
+    pattern, or (None) back to bpf_get_prandom_u32(). Call it between two runs that should see
+    the same losses."""
+    value = _seed(seed)
+    with _Pins(ns, ifname) as pins:
+        cfg = pins.config()
+        cfg.seed, cfg.next = value, 0
+        _write_config(pins.lib, pins.config_fd, cfg)
+
+
+def _seed(seed: int | None) -> int:
+    """The program's seed field: 0 means "not seeded", so a seed must be in [1, 2^64)."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 < seed < 2**64:
+        raise LossError(f"loss seed must be an integer in [1, 2^64), got {seed!r}")
+    return seed
+
+
 def counters(ns: str, ifname: str) -> dict | None:
     """Probability and counters since `attach`, or None if no loss program is attached there.
 
@@ -303,7 +330,7 @@ def counters(ns: str, ifname: str) -> dict | None:
         return None
     with pins:
         cfg = pins.config()
-        out: dict = {"probability": cfg.threshold / 2**32}
+        out: dict = {"probability": cfg.threshold / 2**32, "seed": cfg.seed or None}
         out.update(pins.stats())
         return out
 

@@ -277,6 +277,9 @@ def test_defaults():
         ({"loss": 1.0}, "loss must be a fraction from 0 to below 1 (0.001 is 0.1%)"),
         ({"loss_rev": -0.1}, "loss_rev must be a fraction"),
         ({"loss": "1%"}, "loss must be a fraction"),
+        ({"loss_seed": 0}, "loss_seed must be an int from 1"),
+        ({"loss_seed": 2**64}, "loss_seed must be an int from 1"),
+        ({"loss_seed": "7"}, "loss_seed must be an int"),
         ({"reorder": 0.6}, "reorder must be a fraction from 0 to 0.5 (0.01 is 1%; above one half"),
         ({"reorder": 0.5000001}, "reorder must be a fraction from 0 to 0.5"),
         ({"reorder": -0.01}, "reorder must be a fraction from 0 to 0.5"),
@@ -445,6 +448,7 @@ def test_describe_without_reorder_leaves_it_out():
         LabConfig(rate=50_000_000, delay=0.02, reorder_rev=0.03, reorder_delay=0.0001234567),
         LabConfig(reorder_delay=0.25),  # an unused hold still round-trips
         LabConfig(reorder=0.1 + 0.2, reorder_delay=0.1 + 0.2),
+        LabConfig(loss=0.005, loss_seed=2**64 - 1),
     ],
 )
 def test_to_dict_from_dict_round_trip(config):
@@ -812,3 +816,7 @@ def test_reorder_warning_above_the_measured_per_packet_rate():
     fast = reorder_warning(LabConfig(rate=REORDER_RATE_LIMIT + 1, reorder_rev=0.01))
     assert fast and "per MTU-sized packet" in fast and "100 Mbit/s" in fast
     assert "without a rate limit" in reorder_warning(LabConfig(reorder=0.01))
+
+
+def test_loss_seed_is_described():
+    assert "loss 0.5%/0% (seed 7)" in LabConfig(loss=0.005, loss_seed=7).describe()

@@ -154,7 +154,7 @@ def _udp_errors(ns: str) -> dict[str, int]:
 
 
 def _delta(after: dict, before: dict) -> dict:
-    return {k: after[k] - before[k] for k in after if k != "probability"}
+    return {k: after[k] - before[k] for k in after if k not in ("probability", "seed")}
 
 
 def _sigma_ok(dropped: int, n: int, p: float, k: float = 5.0) -> bool:
@@ -310,6 +310,86 @@ def test_zero_loss_and_live_probability_change(lossy):
     finally:
         rx.close()
         tx.close()
+
+
+def _splitmix_drops(seed: int, n: int, p: float) -> set[int]:
+    """The packet indices bpf/loss.c drops for `seed`, computed independently here."""
+    threshold = loss._threshold(p)
+    mask = (1 << 64) - 1
+    out = set()
+    for i in range(n):
+        z = (seed + i * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        if (z >> 32) < threshold:
+            out.add(i)
+    return out
+
+
+class _IndexRecorder(UdpCounter):
+    """Counts datagrams and keeps the index `_send` wrote into each."""
+
+    def __init__(self, port: int):
+        self.indices: list[int] = []
+        super().__init__(port)
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if len(data) >= 4 and data != b"warm-up":
+                self.indices.append(struct.unpack_from("!I", data)[0])
+            self.count += 1
+            self.last = time.monotonic()
+
+
+@pytest.mark.root
+def test_seeded_loss_repeats_the_same_pattern_packet_by_packet(lossy):
+    """With a seed, the n-th packet's fate is SplitMix64(seed + n * golden) against the
+    threshold: the dropped indices are exactly those computed here, and `reseed` replays them,
+    which is what lets two senders be compared under the same losses."""
+    port, n, p, seed = 9004, 3000, 0.2, 42
+    loss.attach(B, B_IF, p, mtu=MTU, seed=seed)
+    rx, tx = _IndexRecorder(port), _sender()
+    try:
+        _warm_up(tx, rx, port)
+        expected = _splitmix_drops(seed, n, p)
+        for _ in range(2):
+            loss.reseed(B, B_IF, seed)  # the warm-up used indices up to here; start again
+            rx.indices.clear()
+            _send(tx, port, n)
+            rx.settle()
+            lost = set(range(n)) - set(rx.indices)
+            assert lost == expected
+        assert loss.counters(B, B_IF)["seed"] == seed
+        assert _sigma_ok(len(expected), n, p)
+        # Another seed, another pattern; no seed, bpf_get_prandom_u32() again.
+        loss.reseed(B, B_IF, seed + 1)
+        rx.indices.clear()
+        _send(tx, port, n)
+        rx.settle()
+        assert set(range(n)) - set(rx.indices) == _splitmix_drops(seed + 1, n, p) != expected
+        loss.reseed(B, B_IF, None)
+        assert loss.counters(B, B_IF)["seed"] is None
+        base, got0 = loss.counters(B, B_IF), rx.count
+        _send(tx, port, n)
+        d = _delta(loss.counters(B, B_IF), base)
+        assert d["packets"] == n and d["dropped"] == n - (rx.settle() - got0)
+        assert _sigma_ok(d["dropped"], n, p)
+    finally:
+        rx.close()
+        tx.close()
+
+
+@pytest.mark.parametrize("seed", [0, -1, 2**64, 1.5, True, "7"])
+def test_invalid_seed(seed):
+    with pytest.raises(loss.LossError, match="seed"):
+        loss.attach(B, B_IF, 0.1, seed=seed)
+    with pytest.raises(loss.LossError, match="seed"):
+        loss.reseed(B, B_IF, seed)
 
 
 def _xdp_line(ns: str, ifname: str) -> str:
