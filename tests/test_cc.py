@@ -508,11 +508,11 @@ def test_load_by_name():
 
 def test_unknown_name_is_a_clear_value_error():
     with pytest.raises(UnknownCC) as info:
-        load("bbr3", MSS)
+        load("bbr4", MSS)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert "\n" not in message
-    assert "'bbr3'" in message and "cubic" in message and "newreno" in message
+    assert "'bbr4'" in message and "cubic" in message and "newreno" in message
 
 
 def test_builtins_work_without_installed_entry_points(monkeypatch):

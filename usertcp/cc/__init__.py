@@ -13,7 +13,9 @@ from .api import (
     AckSample,
     CongestionControl,
     CongestionEvent,
+    Param,
     UndoEvent,
+    param,
 )
 from .registry import CCLoadError, UnknownCC, available, load, resolve
 
@@ -24,7 +26,9 @@ __all__ = [
     "AckSample",
     "CongestionControl",
     "CongestionEvent",
+    "Param",
     "UndoEvent",
+    "param",
     "CCLoadError",
     "UnknownCC",
     "available",

@@ -36,6 +36,7 @@ BUILTINS: dict[str, str] = {
     "newreno": "usertcp.cc.newreno:NewReno",
     "cubic": "usertcp.cc.cubic:Cubic",
     "bbr": "usertcp.cc.bbr:Bbr",
+    "bbr3": "usertcp.cc.bbr3:BBRv3",
     "vegas": "usertcp.cc.vegas:Vegas",
     "dctcp": "usertcp.cc.dctcp:Dctcp",
     "fixed-window": "usertcp.cc.fixed:FixedWindow",
