@@ -2,15 +2,29 @@
 """Congestion-control fidelity: usertcp's CUBIC and BBR against the kernel's, on one lab path.
 
     sudo .venv/bin/python bench/cc_fidelity.py [--duration 60] [--rate 50mbit] [--rtt 40ms]
-        [--only fidelity|fairness] [--algos cubic,bbr] [--losses 0,0.5%] [--no-reference]
+        [--only fidelity|fairness] [--algos cubic,bbr] [--losses 0,0.5%] [--loss-seed N] [--no-reference]
         [--json out.json] [--plots DIR] [--prefix ccf]
+    sudo .venv/bin/python bench/cc_fidelity.py --cc SPEC [--cc-param K=V ...] --kernel-cc NAME ...
+
+--cc puts any controller on the usertcp side (a name of `usertcp cc list`, module:Class, or
+path/to/file.py[:Class]; --cc-param sets its parameters) and --kernel-cc any algorithm of the
+kernel's on the other (one of /proc/sys/net/ipv4/tcp_available_congestion_control, after a
+`modprobe tcp_NAME` attempt; otherwise the run stops before building anything, exit 2): for
+example `--cc examples/cc/scalable.py:Scalable --kernel-cc reno`. That pair replaces the
+default cubic,bbr, or runs after the pairs of an explicit --algos. Both parts run as below;
+the targets apply only to the issue's own pairs (usertcp cubic or bbr against the kernel's, no
+parameters), any other pair is a comparison and its ratios and Jain's indexes carry no target.
+--kernel-cc may be left out when the usertcp side is a built-in the kernel also has (newreno
+is the kernel's reno).
 
 Issue 5's targets, measured as ratios against the kernel in the same lab, back to back:
 
   fidelity   for each algorithm and each forward loss (0 and 0.5%): one lab (rate, RTT/2 each
              way, 1 BDP queue, the loss on the data path), the gate up; the kernel's flow, then
              usertcp's. usertcp/kernel goodput within ±5% and p95 RTT within ±10% PASS. Plots
-             of both cwnd curves (plus RTT and goodput) go to --plots.
+             of both cwnd curves (plus RTT and goodput) go to --plots. With loss, both flows
+             start from packet 0 of one seeded loss pattern (--loss-seed, netns/loss.py), so
+             they lose the same packets by index rather than two independent random draws.
   fairness   two usertcp flows of the same algorithm (BBR: different `seed=`) started together
              in a two-sender lab, then usertcp CUBIC against kernel CUBIC: Jain's index over the
              flows' goodputs >= 0.95 PASS. Kernel-only pairs are run as references (no target;
@@ -50,7 +64,10 @@ How each figure is measured, and why so:
 
 tcp_probe is read through a tracefs instance of its own (usertcp_ccf, trace_clock mono:
 CLOCK_MONOTONIC like the CC log and the receiver), its buffer sized for the flow and its overrun
-counters checked; the instance is removed at the end. Leftovers of a crashed run (labs ccf1 and
+counters checked; the instance is removed at the end. The tracepoint is global and filtered on
+the kernel flow's port, which another lab on the machine may use at the same moment (every lab
+has the same addresses), so only the events whose sock_cookie is the flow's own SO_COOKIE are
+kept (the JSON counts the others as probe_foreign). Leftovers of a crashed run (labs ccf1 and
 ccf2, their gates, the tracefs instance, this script's helper processes and usertcp senders in
 those labs) are removed first, by name; --prefix renames all of them, so that two runs (say, the
 test suite's smoke run and a benchmark) do not remove each other's. Everything is removed again
@@ -204,6 +221,10 @@ def ksend_main(argv: Sequence[str]) -> int:
     s.connect((a.dst, a.port))
     t_est = time.monotonic()
     used = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+    try:  # SO_COOKIE (57): tcp_probe's sock_cookie, unique to this socket across namespaces
+        cookie = struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_COOKIE", 57), 8))[0]
+    except OSError:
+        cookie = None
     mss = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     chunk = memoryview(os.urandom(1 << 20))
     sent = 0
@@ -223,7 +244,7 @@ def ksend_main(argv: Sequence[str]) -> int:
         pass
     info = tcp_info(s)
     s.close()
-    print(json.dumps({"cc": used, "mss": mss, "sent": sent, "t_syn": t_syn, "t_established": t_est,
+    print(json.dumps({"cc": used, "mss": mss, "sock_cookie": cookie, "sent": sent, "t_syn": t_syn, "t_established": t_est,
                       "t_written": t_written, "t_eof": time.monotonic(), "tcp_info": info}),
           flush=True)
     return 0
@@ -267,6 +288,7 @@ USERTCP_SPORT = 42000
 TRACE_INSTANCE = "usertcp_ccf"
 KERNEL_TAIL_S = 3.0  # the kernel flow writes this much longer than measured
 PAUSE_S = 1.0  # between flows: let the queue drain
+LOSS_SEED = 20261123  # fidelity: the default loss pattern (see _restart_loss_pattern)
 BULK_FRACTION = 0.95  # fairness flows: share of rate x duration they send, together
 
 # Targets (issue 5)
@@ -312,6 +334,139 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def within(r: float | None, tol: float) -> bool:
     return r is not None and abs(r - 1) <= tol + 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# What is compared: a usertcp controller and a kernel algorithm (tests/test_cc_fidelity.py)
+
+#: The issue's own pairs: usertcp's implementation of the kernel algorithm of the same name.
+TARGET_ALGOS = ("cubic", "bbr")
+#: usertcp built-ins whose kernel counterpart is known: --cc NAME needs no --kernel-cc.
+KERNEL_COUNTERPART = {"newreno": "reno", "cubic": "cubic", "bbr": "bbr", "vegas": "vegas",
+                      "dctcp": "dctcp"}
+AVAILABLE_CC = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+_KERNEL_CC_RE = re.compile(r"[a-z0-9_]{1,15}")  # TCP_CA_NAME_MAX = 16, with the NUL
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: usertcp running controller `spec` with `params` ("NAME=VALUE" each)
+    against the kernel running algorithm `kernel`. `arg` is the spec as `usertcp send` gets it
+    (a file's path made absolute: the senders run from the repository); `name` is the
+    controller's own name, for file names."""
+
+    spec: str
+    kernel: str
+    params: tuple[str, ...] = ()
+    arg: str = ""
+    name: str = ""
+
+    @property
+    def targets(self) -> bool:
+        """Issue 5's targets apply: usertcp's CUBIC or BBR, untuned, against the kernel's."""
+        return self.spec in TARGET_ALGOS and self.kernel == self.spec and not self.params
+
+    @property
+    def usertcp_spec(self) -> str:
+        """The usertcp side in full: its spec and parameters (plots, the table's title)."""
+        return self.spec + (f" ({', '.join(self.params)})" if self.params else "")
+
+    @property
+    def usertcp_label(self) -> str:
+        """The usertcp side in short: the controller's name (a file's class is named by its
+        `name`, not its path) and parameters (the table's conditions, flow labels)."""
+        return (self.name or self.spec) + (f" ({', '.join(self.params)})" if self.params else "")
+
+    @property
+    def label(self) -> str:
+        """'cubic' when both sides run the same untuned algorithm, else 'NAME (K=V) vs kernel NAME'."""
+        if self.spec == self.kernel and not self.params:
+            return self.spec
+        return f"{self.usertcp_label} vs kernel {self.kernel}"
+
+    @property
+    def title(self) -> str:
+        """'cubic', or 'usertcp SPEC (K=V) vs kernel NAME' (plots)."""
+        if self.spec == self.kernel and not self.params:
+            return self.spec
+        return f"usertcp {self.usertcp_spec} vs kernel {self.kernel}"
+
+    @property
+    def slug(self) -> tuple[str, ...]:
+        """Parts of file names: ('cubic',) or ('scalable', 'ai_cnt=50', 'vs', 'reno')."""
+        if self.spec == self.kernel and not self.params:
+            return (self.spec,)
+        return (self.name or self.spec, *self.params, "vs", self.kernel)
+
+    @classmethod
+    def same(cls, algo: str) -> "Pair":
+        """The issue's pair for `algo`: usertcp's built-in against the kernel's."""
+        return cls(algo, algo, arg=algo, name=algo)
+
+
+def usertcp_spec_arg(spec: str, base: Path | None = None) -> str:
+    """`spec` with the path of a file made absolute from `base` (default: the current
+    directory); names and module:Class specs unchanged. The same test as the registry's for
+    "this is a file": ends in .py, has a slash or starts with a dot."""
+    path, sep, attr = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if path.endswith(".py") or "/" in path or path.startswith("."):
+        return str(((base or Path.cwd()) / path).resolve()) + sep + attr
+    return spec
+
+
+def make_pair(spec: str, kernel: str | None, params: Sequence[str] = ()) -> Pair:
+    """The pair --cc SPEC [--cc-param NAME=VALUE ...] [--kernel-cc NAME] asks for, after
+    checking that the controller loads with those parameters (ValueError saying why, before any
+    lab is built). Without `kernel`, a built-in's counterpart (KERNEL_COUNTERPART)."""
+    from usertcp.cc.registry import load
+
+    spec = spec.strip()
+    values: dict[str, str] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--cc-param {item!r}: expected NAME=VALUE")
+        values[key.strip()] = value.strip()
+    arg = usertcp_spec_arg(spec)
+    cc = load(arg, 1448, 0.0, params=values)  # CCLoadError (a ValueError) says what is wrong
+    if kernel is None:
+        kernel = KERNEL_COUNTERPART.get(spec)
+        if kernel is None:
+            raise ValueError(f"{spec!r} has no kernel counterpart this script knows: name the kernel's "
+                             f"algorithm with --kernel-cc (available: {', '.join(kernel_available())})")
+    kernel = kernel.strip()
+    if not _KERNEL_CC_RE.fullmatch(kernel):
+        raise ValueError(f"--kernel-cc {kernel!r}: not a kernel congestion-control name "
+                         f"(available: {', '.join(kernel_available())})")
+    return Pair(spec, kernel, tuple(f"{k}={v}" for k, v in values.items()), arg, type(cc).name)
+
+
+def kernel_available(path: Path = AVAILABLE_CC) -> list[str]:
+    """The kernel's loaded congestion-control algorithms ([] if it cannot be read)."""
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def kernel_cc_error(wanted: Sequence[str], available: Sequence[str],
+                    modprobe: Sequence[dict[str, Any]] = ()) -> str | None:
+    """None if the kernel has every algorithm in `wanted`, else the error to print: which are
+    missing, which the kernel has, and what modprobe said."""
+    missing = [k for k in dict.fromkeys(wanted) if k not in available]
+    if not missing:
+        return None
+    what = ", ".join(repr(k) for k in missing)
+    msg = (f"kernel congestion control {what} not available: this kernel has "
+           f"{', '.join(available) or 'none'} ({AVAILABLE_CC})")
+    tried = [m for m in modprobe if m["module"] in {f"tcp_{k}" for k in missing}]
+    for m in tried:
+        why = (m.get("stderr") or "").strip().splitlines()
+        if m["exit"] is None:  # modprobe itself could not run
+            msg += f"; modprobe {m['module']} did not run: {why[-1] if why else 'not found'}"
+        else:
+            msg += f"; modprobe {m['module']}: exit {m['exit']}" + (f" ({why[-1]})" if why else "")
+    return msg
 
 
 _PROBE_RE = re.compile(r"\s(\d+\.\d+):\s+tcp_probe:\s+(.*)$")
@@ -417,6 +572,18 @@ def kernel_srtt_ms(events: Sequence[dict[str, Any]], nbytes: float | None) -> li
     return out
 
 
+def own_events(events: Sequence[dict[str, Any]], cookie: int | None) -> tuple[list[dict[str, Any]], int]:
+    """The tcp_probe events of the socket with SO_COOKIE `cookie`, and how many others there
+    were. The tracepoint is global and the filter is on the source port, but every lab uses the
+    same addresses and this script the same ports: a second lab on the machine (another run, the
+    test suite) can have a socket with the same port at the same time. Without a cookie (or a
+    tracepoint without sock_cookie) every event is kept."""
+    if cookie is None or not any("sock_cookie" in e for e in events):
+        return list(events), 0
+    mine = [e for e in events if e.get("sock_cookie") == cookie]
+    return mine, len(events) - len(mine)
+
+
 def usertcp_rtt_ms(records: Sequence[dict[str, Any]], key: str = "srtt") -> list[float]:
     """Per-ACK `key` (srtt or rtt, seconds in the log) of a CC log, in ms."""
     return [r[key] * 1e3 for r in records if r.get("event") == "ack" and r.get(key)]
@@ -450,9 +617,16 @@ def fidelity_rows(cond: str, fig: dict[str, Any]) -> list[Row]:
     m = "fidelity"
     k, u = fig.get("kernel", {}), fig.get("usertcp", {})
     g, r = fig.get("goodput_ratio"), fig.get("rtt_p95_ratio")
+    if fig.get("targets", True):
+        ratios = [
+            CcRow(m, cond, "goodput usertcp/kernel", g, "", f"1 ± {GOODPUT_TOL:.0%}", within(g, GOODPUT_TOL)),
+            CcRow(m, cond, "p95 srtt usertcp/kernel", r, "", f"1 ± {RTT_TOL:.0%}", within(r, RTT_TOL)),
+        ]
+    else:  # two different algorithms: a comparison, not a fidelity figure
+        ratios = [CcRow(m, cond, "goodput usertcp/kernel", g, "", "(no target)"),
+                  CcRow(m, cond, "p95 srtt usertcp/kernel", r, "", "(no target)")]
     rows = [
-        CcRow(m, cond, "goodput usertcp/kernel", g, "", f"1 ± {GOODPUT_TOL:.0%}", within(g, GOODPUT_TOL)),
-        CcRow(m, cond, "p95 srtt usertcp/kernel", r, "", f"1 ± {RTT_TOL:.0%}", within(r, RTT_TOL)),
+        *ratios,
         CcRow(m, cond, "goodput kernel", k.get("goodput_bps"), " bit/s"),
         CcRow(m, cond, "goodput usertcp", u.get("goodput_bps"), " bit/s"),
         CcRow(m, cond, "p95 srtt kernel", k.get("srtt", {}).get("p95_ms"), " ms"),
@@ -519,7 +693,14 @@ def result_table(rows: Sequence[Row], errors: dict[str, str] | None = None,
 
 
 class CcReport(Report):
+    def __init__(self, pairs: Sequence[Pair] = ()) -> None:
+        super().__init__()
+        self.pairs = list(pairs)
+
     def table(self) -> Table:
+        if self.pairs and not all(p.targets for p in self.pairs):
+            return result_table(self.rows, self.errors, title="usertcp congestion control against the kernel: "
+                                + "; ".join(p.title for p in self.pairs))
         return result_table(self.rows, self.errors)
 
 
@@ -609,14 +790,16 @@ def remove_leftovers() -> list[str]:
 
 def kernel_algorithms(algos: Sequence[str]) -> dict[str, Any]:
     """Make sure the kernel has each algorithm (modprobe tcp_NAME if not); say what was done."""
-    path = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
-    before = path.read_text().split()
+    before = kernel_available()
     loaded = []
-    for a in algos:
-        if a not in path.read_text().split():
-            done = subprocess.run(["modprobe", f"tcp_{a}"], capture_output=True, text=True)
-            loaded.append({"module": f"tcp_{a}", "exit": done.returncode, "stderr": done.stderr.strip()})
-    return {"available_before": before, "available": path.read_text().split(), "modprobe": loaded}
+    for a in dict.fromkeys(algos):
+        if a not in kernel_available():
+            try:
+                done = subprocess.run(["modprobe", f"tcp_{a}"], capture_output=True, text=True)
+                loaded.append({"module": f"tcp_{a}", "exit": done.returncode, "stderr": done.stderr.strip()})
+            except OSError as e:  # no modprobe on this machine
+                loaded.append({"module": f"tcp_{a}", "exit": None, "stderr": f"{e.strerror}: modprobe"})
+    return {"available_before": before, "available": kernel_available(), "modprobe": loaded}
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,6 +935,7 @@ class Bench:
     commands: list[dict[str, Any]] = field(default_factory=list)
     next_kernel_sport: int = KERNEL_SPORT
     next_usertcp_sport: int = USERTCP_SPORT
+    loss_seed: int | None = None  # fidelity: the loss pattern each flow starts from (None: random)
 
     def sport(self, kind: str) -> int:
         if kind == "kernel":
@@ -1049,11 +1233,11 @@ def measure_fidelity(args: argparse.Namespace, bench: Bench, report: Report) -> 
             with gated_lab(LAB_NAMES[m], **settings) as lab:
                 bench.note("lab", lab_command(lab))
                 bench.note("gate", f"usertcp gate up --lab {lab.name}")
-                for algo in args.algos:
-                    cond = f"{algo}, loss {fmt_percent(loss)}"
+                for pair in args.pairs:
+                    cond = f"{pair.label}, loss {fmt_percent(loss)}"
                     console.rule(f"{m}: {cond}")
                     try:
-                        fig = fidelity_run(bench, lab, probe, algo, loss)
+                        fig = fidelity_run(bench, lab, probe, pair, loss)
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # noqa: BLE001 - report it, go on
@@ -1065,11 +1249,30 @@ def measure_fidelity(args: argparse.Namespace, bench: Bench, report: Report) -> 
                         report.add(row)
 
 
-def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> dict[str, Any]:
+def _restart_loss_pattern(bench: Bench, lab, loss: float) -> None:
+    """Start the forward loss pattern again from packet 0 of `bench.loss_seed` (netns/loss.py),
+    so that the kernel's flow and usertcp's lose the same packets by index. With unseeded random
+    loss, a 30 s CUBIC flow at 0.5% sees about 70 losses, so two runs differ by +-12% in loss
+    count, and so by about +-6% in goodput (which goes as 1/sqrt(p)), by chance alone: more than
+    the target's +-5%."""
+    if not loss:
+        return
+    from netns import loss as netloss
+
+    netloss.reseed(lab.ns_receiver, lab.receiver_if, bench.loss_seed)
+    bench.note("loss", f"netns.loss.reseed({lab.ns_receiver!r}, {lab.receiver_if!r}, {bench.loss_seed})")
+
+
+def fidelity_run(bench: Bench, lab, probe: TcpProbe, pair: Pair | str, loss: float) -> dict[str, Any]:
+    if isinstance(pair, str):
+        pair = Pair.same(pair)
     D = bench.duration
-    slug = _slug("fidelity", algo, f"loss{loss * 100:g}")
+    slug = _slug("fidelity", *pair.slug, f"loss{loss * 100:g}")
     bench.plots.mkdir(parents=True, exist_ok=True)
-    fig: dict[str, Any] = {"lab": lab_info(lab), "algo": algo, "loss": loss, "duration_s": D}
+    algo = pair.kernel  # the kernel's side; usertcp's is pair.arg
+    fig: dict[str, Any] = {"lab": lab_info(lab), "algo": pair.spec, "usertcp_cc": pair.spec,
+                           "cc_params": list(pair.params), "kernel_cc": pair.kernel,
+                           "targets": pair.targets, "label": pair.label, "loss": loss, "duration_s": D}
 
     # The kernel's flow, time-limited; tcp_probe on its port.
     kflow = Flow("kernel", algo)
@@ -1077,6 +1280,7 @@ def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> 
     probe.start(sport, D + KERNEL_TAIL_S + 30)
     bench.note("tracepoint", f"tracefs instances/{TRACE_INSTANCE}: tcp:tcp_probe filter 'sport == {sport}'")
     try:
+        _restart_loss_pattern(bench, lab, loss)
         k = run_flows(bench, lab, f"kernel {algo}", [kflow], seconds=D + KERNEL_TAIL_S,
                       limit=D + KERNEL_TAIL_S + 120)[0]
     finally:
@@ -1086,6 +1290,10 @@ def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> 
     kout = k["output"] or {}
     if kout.get("cc") and kout["cc"] != algo:
         raise RuntimeError(f"the kernel flow ran {kout['cc']!r}, not {algo!r}")
+    events, foreign = own_events(events, kout.get("sock_cookie"))
+    if foreign:
+        console.log(f"[yellow]kernel {algo}: {foreign:,} tcp_probe events of another socket with port {sport} "
+                    f"(another lab on this machine) left out[/]")
     rx = k["rx"]
     end = rx["first"] + D
     if rx["last"] < end:  # it stopped early (an error): take what it delivered
@@ -1101,7 +1309,8 @@ def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> 
         "goodput_bps": nbytes * 8 / k_secs if k_secs > 0 else None, "seconds": k_secs,
         "bytes_total": rx["bytes"], "retrans_bytes": ti.get("bytes_retrans"),
         "retrans_segments": ti.get("total_retrans"), "srtt": rtt_summary(kernel_srtt_ms(events, nbytes)),
-        "probe_events": len(events), "probe_lost": lost, "machine_cpu": k["machine_cpu"],
+        "probe_events": len(events), "probe_lost": lost, "probe_foreign": foreign,
+        "sock_cookie": kout.get("sock_cookie"), "machine_cpu": k["machine_cpu"],
         "path": k["path"], **path_figures(k["path"], kernel_sender=0),
     }
     kpath = bench.plots / f"{slug}-kernel-tcp_probe.csv"
@@ -1120,8 +1329,9 @@ def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> 
     from usertcp.cc.log import read_cc_log
 
     log = bench.plots / f"{slug}-usertcp-cclog.jsonl"
-    uflow = Flow("usertcp", algo)
-    u = run_flows(bench, lab, f"usertcp {algo}", [uflow], nbytes=nbytes, cc_logs=[log],
+    uflow = Flow("usertcp", pair.arg or pair.spec, params=pair.params, label=f"usertcp {pair.usertcp_spec}")
+    _restart_loss_pattern(bench, lab, loss)
+    u = run_flows(bench, lab, uflow.label, [uflow], nbytes=nbytes, cc_logs=[log],
                   limit=4 * D + 120)[0]
     _check_flow(u)
     urx = u["rx"]
@@ -1145,7 +1355,7 @@ def fidelity_run(bench: Bench, lab, probe: TcpProbe, algo: str, loss: float) -> 
     rxpath.write_text(json.dumps({"kernel": rx, "usertcp": urx}) + "\n")
     fig["receiver_series"] = str(rxpath)
     try:
-        fig["plot"] = str(plot_fidelity(bench.plots / f"{slug}.png", f"{algo}, loss {fmt_percent(loss)}",
+        fig["plot"] = str(plot_fidelity(bench.plots / f"{slug}.png", f"{pair.title}, loss {fmt_percent(loss)}",
                                         fig, events, mss, records, rx, urx))
     except ImportError as e:
         fig["plot"] = None
@@ -1178,10 +1388,14 @@ def plot_fidelity(path: Path, title: str, fig: dict[str, Any], events: list[dict
     kend = k0 + fig["kernel"]["seconds"] + 0.5
     kev = [e for e in events if e["t"] <= kend]
     ack = [r for r in records if r.get("event") == "ack"]
+    kname = fig.get("kernel_cc") or fig["algo"]
+    uname = fig.get("usertcp_cc") or fig["algo"]
+    if fig.get("cc_params"):
+        uname += f" ({', '.join(fig['cc_params'])})"
     ax_w.plot([e["t"] - k0 for e in kev], [e["snd_cwnd"] * mss / 1e3 for e in kev],
-              lw=0.8, color="tab:blue", label=f"kernel {fig['algo']} (tcp_probe snd_cwnd × {mss} B)")
+              lw=0.8, color="tab:blue", label=f"kernel {kname} (tcp_probe snd_cwnd × {mss} B)")
     ax_w.plot([r["t"] - u0 for r in ack], [(r.get("window") or r["cwnd"]) / 1e3 for r in ack],
-              lw=0.8, color="tab:red", label=f"usertcp {fig['algo']} (CC log window in force)")
+              lw=0.8, color="tab:red", label=f"usertcp {uname} (CC log window in force)")
     ax_w.plot([r["t"] - u0 for r in ack], [r["cwnd"] / 1e3 for r in ack], lw=0.4, ls="--",
               color="tab:orange", alpha=0.7, label="usertcp controller cwnd")
     q = (fig["lab"].get("bottleneck") or {}).get("queue_bytes")
@@ -1193,9 +1407,10 @@ def plot_fidelity(path: Path, title: str, fig: dict[str, Any], events: list[dict
     g, r = fig.get("goodput_ratio"), fig.get("rtt_p95_ratio")
     ax_w.set_title(f"{title}: goodput usertcp/kernel {g:.3f}, p95 srtt usertcp/kernel {r:.3f}"
                    if g is not None and r is not None else title)
-    ax_r.plot([e["t"] - k0 for e in kev], [e["srtt"] / 1e3 for e in kev], lw=0.8, color="tab:blue", label="kernel srtt")
+    ax_r.plot([e["t"] - k0 for e in kev], [e["srtt"] / 1e3 for e in kev], lw=0.8, color="tab:blue",
+              label=f"kernel {kname} srtt")
     ax_r.plot([r["t"] - u0 for r in ack if r.get("srtt")], [r["srtt"] * 1e3 for r in ack if r.get("srtt")],
-              lw=0.8, color="tab:red", label="usertcp srtt")
+              lw=0.8, color="tab:red", label=f"usertcp {uname} srtt")
     ax_r.set_ylabel("srtt (ms)")
     ax_r.legend(loc="upper right", fontsize=8)
     for rx, color, who in ((krx, "tab:blue", "kernel"), (urx, "tab:red", "usertcp")):
@@ -1203,7 +1418,8 @@ def plot_fidelity(path: Path, title: str, fig: dict[str, Any], events: list[dict
         if who == "kernel":
             keep = [i for i, x in enumerate(xs) if x <= fig["kernel"]["seconds"]]
             xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
-        ax_g.plot(xs, [y / 1e6 for y in ys], lw=0.8, color=color, label=f"{who} (receiver, 0.5 s bins)")
+        ax_g.plot(xs, [y / 1e6 for y in ys], lw=0.8, color=color,
+                  label=f"{who} {kname if who == 'kernel' else uname} (receiver, 0.5 s bins)")
     ax_g.set_ylabel("goodput (Mbit/s)")
     ax_g.set_xlabel("seconds since the flow's first byte at the receiver")
     ax_g.legend(loc="lower right", fontsize=8)
@@ -1239,20 +1455,28 @@ def plot_fairness(path: Path, title: str, flows: list[dict[str, Any]], window: t
 # 3. fairness
 
 
-def fairness_cases(algos: Sequence[str], reference: bool) -> list[tuple[str, list[Flow], bool]]:
-    """(condition, flows, is_reference) for each fairness run."""
+def fairness_cases(pairs: Sequence[Pair | str], reference: bool) -> list[tuple[str, list[Flow], bool]]:
+    """(condition, flows, is_reference) for each fairness run. For each pair: two usertcp flows
+    (BBR: different seeds), the kernel's two as a reference, and for CUBIC or a pair of two
+    different algorithms one of each. A pair outside the issue's has no target (is_reference)."""
     cases: list[tuple[str, list[Flow], bool]] = []
-    for algo in algos:
-        params = [("seed=1",), ("seed=2",)] if algo == "bbr" else [(), ()]
-        cases.append((f"usertcp {algo} × 2", [
-            Flow("usertcp", algo, i, params[i], f"usertcp {algo} #{i + 1}"
-                 + (f" ({params[i][0]})" if params[i] else "")) for i in (0, 1)], False))
+    mixed: list[tuple[str, list[Flow], bool]] = []
+    for pair in pairs:
+        if isinstance(pair, str):
+            pair = Pair.same(pair)
+        spec, arg, kernel = pair.spec, pair.arg or pair.spec, pair.kernel
+        params = [pair.params + ("seed=1",), pair.params + ("seed=2",)] if spec == "bbr" else [pair.params] * 2
+        cases.append((f"usertcp {pair.usertcp_label} × 2", [
+            Flow("usertcp", arg, i, params[i], f"usertcp {pair.name or spec} #{i + 1}"
+                 + (f" ({', '.join(params[i])})" if params[i] else "")) for i in (0, 1)], not pair.targets))
         if reference:
-            cases.append((f"kernel {algo} × 2", [Flow("kernel", algo, i, (), f"kernel {algo} #{i + 1}")
-                                                 for i in (0, 1)], True))
-    if "cubic" in algos:
-        cases.append(("usertcp cubic vs kernel cubic", [Flow("usertcp", "cubic", 0), Flow("kernel", "cubic", 1)], False))
-    return cases
+            cases.append((f"kernel {kernel} × 2", [Flow("kernel", kernel, i, (), f"kernel {kernel} #{i + 1}")
+                                                   for i in (0, 1)], True))
+        if not pair.targets or spec == "cubic":  # (the issue's mixed pair is CUBIC's only)
+            mixed.append((f"usertcp {pair.usertcp_label} vs kernel {kernel}",
+                          [Flow("usertcp", arg, 0, pair.params, f"usertcp {pair.usertcp_label}"),
+                           Flow("kernel", kernel, 1)], not pair.targets))
+    return cases + mixed
 
 
 def fairness_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1279,7 +1503,7 @@ def measure_fairness(args: argparse.Namespace, bench: Bench, report: Report) -> 
     m = "fairness"
     details: dict[str, Any] = report.details.setdefault(m, {})
     D = bench.duration
-    cases = fairness_cases(args.algos, args.reference)
+    cases = fairness_cases(args.pairs, args.reference)
     bench.plots.mkdir(parents=True, exist_ok=True)
     with gated_lab(LAB_NAMES[m], rate=bench.rate, delay=bench.rtt / 2, queue=parse_queue("1bdp"),
                    senders=2) as lab:
@@ -1330,8 +1554,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", default="50mbit", help="bottleneck rate (default 50mbit)")
     p.add_argument("--rtt", default="40ms", help="base RTT, half each way (default 40ms)")
     p.add_argument("--only", choices=PARTS, help="run only this part")
-    p.add_argument("--algos", default="cubic,bbr", help="comma-separated (default cubic,bbr)")
+    p.add_argument("--algos", default=None,
+                   help="comma-separated: usertcp's and the kernel's of each (default cubic,bbr)")
+    p.add_argument("--cc", metavar="SPEC",
+                   help="usertcp runs this controller (a name, module:Class or path/to/file.py[:Class]) "
+                        "against --kernel-cc; after --algos' pairs if --algos is given too")
+    p.add_argument("--cc-param", metavar="NAME=VALUE", action="append", default=[],
+                   help="with --cc: a parameter of the controller (repeatable)")
+    p.add_argument("--kernel-cc", metavar="NAME",
+                   help="with --cc: the kernel's algorithm to compare with (one of "
+                        f"{AVAILABLE_CC}; default: a built-in's counterpart, newreno -> reno)")
     p.add_argument("--losses", default="0,0.5%", help="fidelity: forward losses (default 0,0.5%%)")
+    p.add_argument("--loss-seed", type=int, default=LOSS_SEED,
+                   help="fidelity: both flows of a pair lose the same packets by index, from this "
+                        f"seed's pattern (default {LOSS_SEED}); 0 draws fresh random losses per flow")
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="fairness: skip the kernel-only reference pairs")
     p.add_argument("--json", metavar="OUT", type=Path, help="write every figure to this file")
@@ -1350,10 +1586,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         set_prefix(args.prefix)
     except ValueError as e:
         p.error(str(e))
-    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    for a in args.algos:
-        if a not in ("cubic", "bbr"):
-            p.error(f"--algos: {a!r} is not one of cubic, bbr")
+    if args.cc is None and (args.kernel_cc is not None or args.cc_param):
+        p.error("--kernel-cc and --cc-param go with --cc SPEC")
+    # --algos' pairs (by default cubic,bbr, but none when --cc is given alone), then --cc's.
+    algos = [a.strip() for a in (args.algos if args.algos is not None else "" if args.cc else "cubic,bbr")
+             .split(",") if a.strip()]
+    for a in algos:
+        if a not in TARGET_ALGOS:
+            p.error(f"--algos: {a!r} is not one of {', '.join(TARGET_ALGOS)} (any other pair: --cc SPEC --kernel-cc NAME)")
+    args.pairs = [Pair.same(a) for a in algos]
+    if args.cc is not None:
+        try:
+            args.pairs.append(make_pair(args.cc, args.kernel_cc, args.cc_param))
+        except ValueError as e:
+            p.error(f"--cc: {e}")
+    args.algos = [pair.spec for pair in args.pairs]
     if args.duration <= 0:
         p.error("--duration must be positive")
     return args
@@ -1371,20 +1618,30 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    report = CcReport()
-    bench = Bench(rate=args.rate_bps, rtt=args.rtt_s, duration=args.duration, plots=args.plots.resolve())
     info = machine_info()
+    # The kernel's algorithms first: a missing one ends the run before any lab is built.
+    info["kernel_cc"] = kernel_algorithms([pair.kernel for pair in args.pairs])
+    for mod in info["kernel_cc"]["modprobe"]:
+        if mod["exit"] == 0:
+            console.log(f"loaded {mod['module']} (modprobe)")
+    err = kernel_cc_error([pair.kernel for pair in args.pairs], info["kernel_cc"]["available"],
+                          info["kernel_cc"]["modprobe"])
+    if err:
+        console.print(f"[red]{err}[/]", highlight=False)
+        return 2
+
+    report = CcReport(args.pairs)
+    bench = Bench(rate=args.rate_bps, rtt=args.rtt_s, duration=args.duration, plots=args.plots.resolve(),
+                  loss_seed=args.loss_seed or None)
     interrupted = False
     t_start = time.monotonic()
     try:
         removed = remove_leftovers()
         if removed:
             console.log(f"removed leftovers of an earlier run: {removed}")
-        info["kernel_cc"] = kernel_algorithms(args.algos)
-        for mod in info["kernel_cc"]["modprobe"]:
-            console.log(f"loaded {mod['module']} (modprobe exit {mod['exit']})")
         console.log(f"{info['kernel']}, {info['cpus']} CPUs, load {info['loadavg_start']}; "
-                    f"{fmt_rate(bench.rate)}, RTT {fmt_time(bench.rtt)}, {bench.duration:g} s flows")
+                    f"{fmt_rate(bench.rate)}, RTT {fmt_time(bench.rtt)}, {bench.duration:g} s flows; "
+                    + ", ".join(f"usertcp {p.usertcp_spec} vs kernel {p.kernel}" for p in args.pairs))
         for name in [args.only] if args.only else PARTS:
             console.rule(name)
             t0 = time.monotonic()
@@ -1411,7 +1668,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "machine": info,
             "args": {"duration": args.duration, "rate": args.rate, "rtt": args.rtt, "only": args.only,
-                     "algos": args.algos, "losses": args.losses, "reference": args.reference,
+                     "algos": args.algos, "losses": args.losses, "loss_seed": bench.loss_seed, "reference": args.reference,
+                     "pairs": [{"usertcp": pair.spec, "usertcp_arg": pair.arg, "cc_params": list(pair.params),
+                                "kernel": pair.kernel, "targets": pair.targets} for pair in args.pairs],
                      "plots": str(bench.plots)},
             "targets": {"goodput_ratio": f"1 ± {GOODPUT_TOL}", "p95_srtt_ratio": f"1 ± {RTT_TOL}",
                         "jain_min": JAIN_MIN},

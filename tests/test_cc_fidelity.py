@@ -121,6 +121,17 @@ def test_kernel_srtt_stops_at_the_acks_covering_the_measured_bytes_across_wrapar
     assert ccf.kernel_srtt_ms([], 10) == []
 
 
+def test_own_events_keep_the_flows_socket_only():
+    """Two labs, two sockets with source port 41001 at once: the cookie tells them apart."""
+    mine = ccf.parse_tcp_probe(PROBE_LINE)  # sock_cookie=2003 (hex)
+    other = ccf.parse_tcp_probe(PROBE_LINE.replace("sock_cookie=2003", "sock_cookie=77"))
+    assert mine["sock_cookie"] == 0x2003 and other["sock_cookie"] == 0x77
+    assert ccf.own_events([mine, other, mine], 0x2003) == ([mine, mine], 1)
+    assert ccf.own_events([mine, other], None) == ([mine, other], 0)  # no cookie: keep all
+    no_cookie = {k: v for k, v in mine.items() if k != "sock_cookie"}
+    assert ccf.own_events([no_cookie], 0x2003) == ([no_cookie], 0)  # an older tracepoint
+
+
 def test_usertcp_rtt_takes_ack_records_only():
     records = [{"event": "ack", "srtt": 0.040, "rtt": 0.041},
                {"event": "on_congestion_event", "srtt": 0.090, "rtt": 0.090},
@@ -273,28 +284,165 @@ def test_fairness_cases_give_bbr_flows_different_seeds():
     assert "kernel bbr × 2" not in dict((c, 0) for c, _, _ in ccf.fairness_cases(["bbr"], reference=False))
 
 
+# ------------------------------------------------------------- what is compared: --cc, --kernel-cc
+
+EXAMPLE = "examples/cc/scalable.py:Scalable"
+
+
+def test_default_pairs_are_the_issues_with_targets():
+    args = ccf.parse_args([])
+    assert [(p.spec, p.kernel, p.targets) for p in args.pairs] == [("cubic", "cubic", True), ("bbr", "bbr", True)]
+    assert args.algos == ["cubic", "bbr"] and [p.label for p in args.pairs] == ["cubic", "bbr"]
+    args = ccf.parse_args(["--algos", "bbr"])
+    assert [p.label for p in args.pairs] == ["bbr"] and args.pairs[0].slug == ("bbr",)
+
+
+def test_cc_spec_by_path_against_a_kernel_algorithm(monkeypatch):
+    monkeypatch.chdir(REPO)
+    args = ccf.parse_args(["--cc", EXAMPLE, "--cc-param", "ai_cnt=50", "--kernel-cc", "reno"])
+    [pair] = args.pairs  # --cc alone replaces the default cubic,bbr
+    assert pair.spec == EXAMPLE and pair.kernel == "reno" and pair.params == ("ai_cnt=50",)
+    assert pair.arg == str(REPO / "examples/cc/scalable.py") + ":Scalable"  # senders run from REPO
+    assert pair.name == "scalable" and not pair.targets
+    assert pair.label == "scalable (ai_cnt=50) vs kernel reno"
+    assert pair.title == f"usertcp {EXAMPLE} (ai_cnt=50) vs kernel reno"
+    assert ccf._slug("fidelity", *pair.slug, "loss0.5") == "fidelity-scalable-aicnt50-vs-reno-loss0.5"
+    # With an explicit --algos, its pairs first, then --cc's.
+    args = ccf.parse_args(["--algos", "cubic", "--cc", EXAMPLE, "--kernel-cc", "reno"])
+    assert [p.label for p in args.pairs] == ["cubic", "scalable vs kernel reno"]
+    assert [p.targets for p in args.pairs] == [True, False]
+
+
+def test_cc_builtin_defaults_to_its_kernel_counterpart():
+    [pair] = ccf.parse_args(["--cc", "newreno"]).pairs
+    assert (pair.kernel, pair.arg, pair.label, pair.targets) == ("reno", "newreno", "newreno vs kernel reno", False)
+    [pair] = ccf.parse_args(["--cc", "cubic"]).pairs
+    assert pair.kernel == "cubic" and pair.targets  # the issue's pair, by another spelling
+    [pair] = ccf.parse_args(["--cc", "cubic", "--cc-param", "beta_cubic=0.8"]).pairs
+    assert not pair.targets  # tuned: a comparison, not a fidelity figure
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cc", "nosuch"], "unknown congestion control 'nosuch'"),
+    (["--cc", "examples/cc/missing.py:X", "--kernel-cc", "reno"], "does not exist"),
+    (["--cc", EXAMPLE, "--kernel-cc", "reno", "--cc-param", "ai_cnt=0"], "ai_cnt: 0 is below the minimum 1"),
+    (["--cc", EXAMPLE, "--kernel-cc", "reno", "--cc-param", "ai_cnt"], "expected NAME=VALUE"),
+    (["--cc", EXAMPLE, "--kernel-cc", "reno", "--cc-param", "beta=1"], "has no parameter 'beta'"),
+    (["--cc", EXAMPLE], "name the kernel's algorithm with --kernel-cc"),
+    (["--cc", EXAMPLE, "--kernel-cc", "Reno!"], "not a kernel congestion-control name"),
+    (["--kernel-cc", "reno"], "go with --cc"),
+    (["--cc-param", "ai_cnt=5"], "go with --cc"),
+    (["--algos", "reno"], "is not one of cubic, bbr"),
+])
+def test_cc_options_are_checked_before_anything_runs(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as exc:
+        ccf.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_kernel_cc_error_names_the_missing_and_the_available():
+    assert ccf.kernel_cc_error(["reno", "cubic"], ["reno", "bbr", "cubic"]) is None
+    msg = ccf.kernel_cc_error(["scalable", "reno"], ["reno", "bbr", "cubic"],
+                              [{"module": "tcp_scalable", "exit": 1,
+                                "stderr": "modprobe: FATAL: Module tcp_scalable not found in directory /lib/modules/6.18"}])
+    assert "'scalable' not available" in msg and "this kernel has reno, bbr, cubic" in msg
+    assert "tcp_available_congestion_control" in msg
+    assert "modprobe tcp_scalable: exit 1 (modprobe: FATAL: Module tcp_scalable not found" in msg
+    msg = ccf.kernel_cc_error(["htcp"], ["reno"], [{"module": "tcp_htcp", "exit": None,
+                                                    "stderr": "No such file or directory: modprobe"}])
+    assert "modprobe tcp_htcp did not run: No such file or directory" in msg
+
+
+def test_spec_arg_makes_only_file_paths_absolute(tmp_path):
+    assert ccf.usertcp_spec_arg("cubic", tmp_path) == "cubic"
+    assert ccf.usertcp_spec_arg("mypkg.mycc:MyCC", tmp_path) == "mypkg.mycc:MyCC"
+    assert ccf.usertcp_spec_arg("cc/x.py:X", tmp_path) == f"{tmp_path}/cc/x.py:X"
+    assert ccf.usertcp_spec_arg("./x.py", tmp_path) == f"{tmp_path}/x.py"
+    assert ccf.usertcp_spec_arg("/abs/x.py:X", tmp_path) == "/abs/x.py:X"
+
+
+def test_rows_of_a_comparison_carry_no_target():
+    fig = {**_fidelity_fig(1.6, 1.1), "targets": False}
+    rows = {r.figure: r for r in ccf.fidelity_rows("scalable vs kernel reno, loss 0.5%", fig)}
+    for figure in ("goodput usertcp/kernel", "p95 srtt usertcp/kernel"):
+        assert rows[figure].ok is None and rows[figure].target == "(no target)"
+    assert rows["goodput usertcp/kernel"].value == 1.6
+    table = ccf.CcReport([ccf.Pair(EXAMPLE, "reno", (), "", "scalable")]).table()
+    assert EXAMPLE in table.title and "kernel reno" in table.title
+
+
+def test_fairness_cases_of_a_comparison():
+    pair = ccf.Pair(EXAMPLE, "reno", ("ai_cnt=50",), "/abs/scalable.py:Scalable", "scalable")
+    cases = {c: (flows, ref) for c, flows, ref in ccf.fairness_cases([pair], reference=True)}
+    assert list(cases) == ["usertcp scalable (ai_cnt=50) × 2", "kernel reno × 2",
+                           "usertcp scalable (ai_cnt=50) vs kernel reno"]
+    assert all(ref for _, ref in cases.values())  # no Jain target for a pair outside the issue's
+    mixed = cases["usertcp scalable (ai_cnt=50) vs kernel reno"][0]
+    assert [(f.kind, f.algo, f.params) for f in mixed] == [
+        ("usertcp", "/abs/scalable.py:Scalable", ("ai_cnt=50",)), ("kernel", "reno", ())]
+    two = cases["usertcp scalable (ai_cnt=50) × 2"][0]
+    assert [f.label for f in two] == ["usertcp scalable #1 (ai_cnt=50)", "usertcp scalable #2 (ai_cnt=50)"]
+
+
 # ------------------------------------------------------------------------- the tool in a lab
 
 
 @pytest.mark.root
+def test_a_kernel_algorithm_the_kernel_lacks_stops_the_run_before_any_lab(tmp_path):
+    have = ccf.kernel_available()
+    missing = next(n for n in ("scalable", "htcp", "highspeed", "illinois", "westwood", "nosuchcc")
+                   if n not in have)
+    argv = [sys.executable, str(REPO / "bench" / "cc_fidelity.py"), "--cc", "examples/cc/scalable.py:Scalable",
+            "--kernel-cc", missing, "--prefix", "ccfu", "--json", str(tmp_path / "x.json")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert done.returncode == 2
+    text = " ".join((done.stdout + done.stderr).split())
+    assert f"kernel congestion control '{missing}' not available" in text
+    assert f"this kernel has {', '.join(have)}" in text
+    assert not (tmp_path / "x.json").exists()
+    netns_dir = Path("/run/netns")
+    assert not (netns_dir.is_dir() and [n for n in os.listdir(netns_dir) if n.startswith("ccfu")])
+
+
+@pytest.mark.root
 def test_smoke_run_measures_and_cleans_up(tmp_path):
-    """A ~20 s run: kernel CUBIC then usertcp CUBIC, 4 s each, no loss. It must measure
-    (exit 0, both ratios present, tcp_probe events seen) and leave nothing behind."""
+    """A ~30 s run in one lab, 3 s flows, no loss: kernel CUBIC then usertcp CUBIC, then the
+    README's example (examples/cc/scalable.py, by relative path, with a parameter) against
+    kernel Reno. It must measure (exit 0, both ratios present, tcp_probe events seen, the
+    example's own log) and leave nothing behind."""
     out = tmp_path / "ccf.json"
-    argv = [sys.executable, str(REPO / "bench" / "cc_fidelity.py"), "--duration", "4", "--only", "fidelity",
-            "--algos", "cubic", "--losses", "0", "--prefix", "ccft", "--json", str(out),
+    argv = [sys.executable, str(REPO / "bench" / "cc_fidelity.py"), "--duration", "3", "--only", "fidelity",
+            "--algos", "cubic", "--cc", "examples/cc/scalable.py:Scalable", "--cc-param", "ai_cnt=50",
+            "--kernel-cc", "reno", "--losses", "0", "--prefix", "ccft", "--json", str(out),
             "--plots", str(tmp_path / "plots")]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["errors"] == {} and not doc["interrupted"]
-    rows = {r["figure"]: r for r in doc["rows"]}
+    rows = {r["figure"]: r for r in doc["rows"] if r["condition"] == "cubic, loss 0%"}
     assert rows["goodput usertcp/kernel"]["value"] is not None
     assert rows["p95 srtt usertcp/kernel"]["value"] is not None
+    assert rows["goodput usertcp/kernel"]["target"] == "1 ± 5%"
     fig = doc["details"]["fidelity"]["cubic, loss 0%"]
     assert fig["kernel"]["cc"] == "cubic" and fig["kernel"]["probe_events"] > 0
+    assert fig["kernel"]["sock_cookie"]  # its tcp_probe events are told apart by it
     assert fig["usertcp"]["cc_log_records"] > 0 and not fig["usertcp"]["incomplete"]
     assert any("usertcp send" in c["command"] for c in doc["commands"])
+    # The example against kernel Reno: a comparison, named by both sides, without target.
+    cond = "scalable (ai_cnt=50) vs kernel reno, loss 0%"
+    rows = {r["figure"]: r for r in doc["rows"] if r["condition"] == cond}
+    assert rows["goodput usertcp/kernel"]["value"] is not None and rows["goodput usertcp/kernel"]["ok"] is None
+    fig = doc["details"]["fidelity"][cond]
+    assert fig["kernel"]["cc"] == "reno" and fig["kernel"]["probe_events"] > 0
+    assert (fig["usertcp_cc"], fig["kernel_cc"], fig["cc_params"]) == (
+        "examples/cc/scalable.py:Scalable", "reno", ["ai_cnt=50"])
+    assert not fig["usertcp"]["incomplete"] and fig["usertcp"]["exit"] == 0
+    assert Path(fig["plot"]).name == "fidelity-scalable-aicnt50-vs-reno-loss0.png"
+    ccs = {json.loads(line).get("cc") for line in Path(fig["usertcp"]["cc_log"]).read_text().splitlines()[1:]}
+    assert ccs == {"scalable"}  # the example ran throughout: the guard never replaced it
     # Nothing left: namespaces, tracefs instance, helper processes.
     netns_dir = Path("/run/netns")
     assert not (netns_dir.is_dir() and [n for n in os.listdir(netns_dir) if n.startswith("ccft")])
