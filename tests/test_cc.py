@@ -350,22 +350,30 @@ def test_cubic_curve_is_the_same_in_segments_for_any_mss_and_ack_pattern():
         assert max(abs(a - b) for a, b in zip(base, other)) < 1.5, (mss, per_ack)
 
 
-def test_cubic_is_reno_friendly_on_short_rtt_paths():
+class _CubicAlphaToOne(Cubic):
+    alpha_to_one = True
+
+
+@pytest.mark.parametrize("cls, alpha_after", [(Cubic, 3 * 0.3 / 1.7), (_CubicAlphaToOne, 1.0)],
+                         ids=["linux", "rfc9438-should"])
+def test_cubic_is_reno_friendly_on_short_rtt_paths(cls, alpha_after):
     rtt = 0.01
-    cc = cubic_after_loss(100)
+    cc = cubic_after_loss(100, cls=cls)
     trace: list = []
     run_for(cc, 0.0, 1.5, rtt, trace=trace)
     k = math.cbrt(30 / 0.4)
     assert cc.state()["region"] == "reno-friendly"
     t_end, w_end = trace[-1]
-    assert w_end > w_cubic_segments(t_end, 100, k) + 50  # far above the cubic curve
-    # §4.3: alpha_cubic = 0.53 segments per RTT until W_est reaches cwnd_prior, then 1.
+    assert w_end > w_cubic_segments(t_end, 100, k) + 40  # far above the cubic curve
+    # §4.3: alpha_cubic = 0.53 segments per RTT until W_est reaches cwnd_prior; then 1 with
+    # alpha_to_one (the RFC's SHOULD), still 0.53 by default (Linux tcp_cubic's constant
+    # beta_scale: at 0.5% random loss the RFC's rule grew 16% faster than kernel CUBIC).
     alpha = 3 * 0.3 / 1.7
     per_rtt = [b - a for (_, a), (_, b) in zip(trace, trace[1:])]
     rounds_to_prior = math.ceil(30 / alpha)
     assert sum(per_rtt[5:45]) / 40 == pytest.approx(alpha, rel=0.05)
     after = per_rtt[rounds_to_prior + 5:]
-    assert sum(after) / len(after) == pytest.approx(1.0, rel=0.05)
+    assert sum(after) / len(after) == pytest.approx(alpha_after, rel=0.05)
 
 
 def test_cubic_fast_convergence_lowers_W_max():

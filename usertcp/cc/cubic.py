@@ -69,6 +69,9 @@ class Cubic(CongestionControl):
                        min=0.1, max=0.95)
     fast_convergence = param(True, "fast convergence heuristic (RFC 9438 §4.7: SHOULD be implemented; "
                              "Linux tcp_cubic fast_convergence=1)")
+    alpha_to_one = param(False, "raise alpha_cubic to 1 once W_est reaches cwnd_prior (RFC 9438 §4.3: "
+                         "SHOULD); off, the Reno-friendly estimate keeps 3(1-beta)/(1+beta) throughout, "
+                         "as Linux tcp_cubic (its beta_scale is a constant)")
     ssthresh_basis = param("cwnd", "what beta_cubic multiplies at a congestion event: cwnd (Linux "
                            "bictcp_recalc_ssthresh; RFC 9438 §4.6 allows it with §5.8's app-limited "
                            "rule, which this class keeps) or flight_size (RFC 9438 §4.6's text: "
@@ -110,6 +113,7 @@ class Cubic(CongestionControl):
         """Start of the current congestion-avoidance stage; None when none is running."""
         self.cwnd_epoch = 0.0
         self.W_est = 0.0
+        self._alpha = self.alpha_cubic  # fixed per epoch (begin_epoch), read on every ACK
         self.target: float | None = None
         self.region = "slow-start"
         # cwnd is an int of bytes; the fraction of a byte each increment earns is kept here.
@@ -170,7 +174,7 @@ class Cubic(CongestionControl):
                 self.t_epoch += ack.now - previous
             return
         acked = ack.acked_bytes
-        if self.in_slow_start():
+        if self.cwnd < self.ssthresh:  # in_slow_start(), inlined: this runs on every ACK
             acked = self.slow_start_ack(ack)
             if acked <= 0:
                 self.region = "slow-start"
@@ -321,40 +325,84 @@ class Cubic(CongestionControl):
         self.window_end = ack.delivered_total + ack.bytes_in_flight
 
     def congestion_avoidance(self, ack: AckSample, acked: int, previous: float | None) -> None:
-        """§4.2-§4.5: one ACK's worth of growth along the cubic curve or the Reno estimate."""
+        """§4.2-§4.5: one ACK's worth of growth along the cubic curve or the Reno estimate.
+
+        Hand-tuned, because it runs on every ACK of a bulk flow (bench/cc_cost.py): equation 1
+        is evaluated inline with multiplications for the cube and (t - K) computed once for
+        both W_cubic(t) and W_cubic(t + RTT); `_exact_cwnd`, `_exclude_idle` and `_target_rtt`
+        are inlined. The readable forms of each step are those functions and `W_cubic`.
+        """
         now = ack.now
-        if self.t_epoch is None:
+        t_epoch = self.t_epoch
+        if t_epoch is None:
             self.begin_epoch(now)
+            t_epoch = self.t_epoch
         elif previous is not None:
-            self._exclude_idle(ack, now - previous)
-        cwnd = self._exact_cwnd()
+            # `_exclude_idle`: a gap between ACKs beyond one RTT is time the sender was idle.
+            gap = now - previous
+            rtt = ack.rtt or 0.0
+            srtt = ack.srtt or 0.0
+            if srtt > rtt:
+                rtt = srtt
+            if rtt > 0.0 and gap > rtt:
+                t_epoch += gap - rtt
+                self.t_epoch = t_epoch
+        # `_exact_cwnd`: cwnd with the fraction of a byte earlier increments left over.
+        cwnd = self.cwnd
+        if cwnd != self._cwnd_seen:
+            self._cwnd_frac = 0.0
+            self._cwnd_seen = cwnd
+        else:
+            cwnd += self._cwnd_frac
         mss = self.mss
-        t = now - self.t_epoch
+        c_mss = self.C * mss
+        W_max = self.W_max
+        d = now - t_epoch - self.K  # t - K
+        w_cubic = c_mss * d * d * d + W_max  # eq. 1 at t
 
         # §4.2: target = W_cubic(t + RTT), bounded to [cwnd, 1.5 * cwnd] so that the increase
-        # rate never falls and stays below slow start's.
-        self.target = min(max(self.W_cubic(t + self._target_rtt(ack)), cwnd), 1.5 * cwnd)
+        # rate never falls and stays below slow start's. The RTT is `_target_rtt`'s.
+        if self.rtt_for_target == "srtt":
+            rtt = ack.srtt
+            if rtt is None:
+                rtt = ack.rtt if ack.rtt is not None else (ack.min_rtt or 0.0)
+        else:
+            rtt = ack.min_rtt
+            if rtt is None:
+                rtt = ack.srtt if ack.srtt is not None else (ack.rtt or 0.0)
+        d += rtt
+        target = c_mss * d * d * d + W_max
+        if target < cwnd:
+            target = cwnd
+        elif target > 1.5 * cwnd:
+            target = 1.5 * cwnd
+        self.target = target
 
-        # §4.3, equation 4, with alpha_cubic raised to 1 once W_est has reached cwnd_prior
-        # ("the cwnd at the time of most recently setting ssthresh"; drafts of RFC 9438
-        # compared with W_max, which fast convergence may have lowered).
-        alpha = 1.0 if self.W_est >= self.cwnd_prior else self.alpha_cubic
-        self.W_est += alpha * acked * mss / cwnd
+        # §4.3, equation 4. With alpha_to_one, alpha_cubic is raised to 1 once W_est has
+        # reached cwnd_prior ("the cwnd at the time of most recently setting ssthresh"; drafts
+        # of RFC 9438 compared with W_max, which fast convergence may have lowered).
+        W_est = self.W_est
+        alpha = 1.0 if self.alpha_to_one and W_est >= self.cwnd_prior else self._alpha
+        W_est += alpha * acked * mss / cwnd
+        self.W_est = W_est
 
-        if self.W_cubic(t) < self.W_est:
+        if w_cubic < W_est:
             # §4.3 Reno-friendly region: "cwnd SHOULD be set to W_est". As a maximum: in the
             # rare case that the look-ahead has already carried cwnd past W_est, an ACK does
             # not shrink the window (§4.2: the increase rate is non-decreasing).
             self.region = "reno-friendly"
-            new_cwnd = max(cwnd, self.W_est)
+            new_cwnd = W_est if W_est > cwnd else cwnd
         else:
             # §4.4 concave (cwnd < W_max) / §4.5 convex (cwnd >= W_max) region: cwnd grows by
             # (target - cwnd) / cwnd for each acknowledged segment. The RFC writes "for each
             # received new ACK", assuming one ACK per segment; counting acknowledged bytes keeps
             # the growth per RTT at target - cwnd under delayed and stretch ACKs, as Linux does.
-            self.region = "concave" if cwnd < self.W_max else "convex"
-            new_cwnd = cwnd + (self.target - cwnd) / cwnd * acked
-        self._set_exact_cwnd(new_cwnd)
+            self.region = "concave" if cwnd < W_max else "convex"
+            new_cwnd = cwnd + (target - cwnd) / cwnd * acked
+        # `_set_exact_cwnd`
+        whole = int(new_cwnd)
+        self.cwnd = self._cwnd_seen = whole
+        self._cwnd_frac = new_cwnd - whole
 
     def begin_epoch(self, now: float) -> None:
         """Start a congestion-avoidance stage (§4.2): fix t_epoch, cwnd_epoch, K and W_est.
@@ -366,6 +414,7 @@ class Cubic(CongestionControl):
         self.t_epoch = now
         self.cwnd_epoch = cwnd
         self.W_est = cwnd  # §4.3: "W_est is set equal to cwnd_epoch at the start"
+        self._alpha = self.alpha_cubic
         if self.cwnd_prior is None:
             # §4.10: slow start ended without a congestion event (HyStart++, or an ssthresh
             # chosen by a subclass): cwnd_prior = cwnd.
